@@ -1,0 +1,236 @@
+"""The public API: `classify_sources` and the Table mixin."""
+
+import numpy as np
+from astropy.table import Column, MaskedColumn, QTable, Table
+
+from .flags import SourceFlag
+from .images import read_images
+from .inference import CHUNK_SIZE, predict_sources
+from .positions import positions_from_table
+from .weights import load_model
+
+__all__ = [
+    "OUTPUT_COLUMNS",
+    "StarGalaxyMixin",
+    "StarGalaxyQTable",
+    "StarGalaxyTable",
+    "classify_sources",
+]
+
+#: Columns added by `classify_sources`.
+OUTPUT_COLUMNS = ("p_star", "sg_class", "sg_flags")
+
+_FLAG_DESCRIPTION = "; ".join(f"{flag.value}={flag.name}" for flag in SourceFlag)
+
+
+def classify_sources(
+    table,
+    images,
+    *,
+    weights=None,
+    device=None,
+    batch_size=None,
+    progress=None,
+    threshold=0.5,
+    position_columns=None,
+    zeropoints=None,
+    overwrite=False,
+    chunk_size=CHUNK_SIZE,
+):
+    """Classify the sources of a table as stars or galaxies.
+
+    Parameters
+    ----------
+    table : `~astropy.table.Table` or `~astropy.table.QTable`
+        The sources. Positions come from a `~astropy.coordinates.SkyCoord`
+        column, RA/Dec columns (``ra``/``dec``, ``RA``/``DEC``,
+        ``ALPHA_J2000``/``DELTA_J2000``, ...; degrees when unitless) or 0-based
+        pixel ``x``/``y`` columns when all images share one pixel grid.
+    images : dict
+        Band name -> image: a FITS path (optionally ``'file.fits[ext]'``), an
+        HDU or HDUList, an `~astropy.nddata.NDData`/`~astropy.nddata.CCDData`
+        (its mask and uncertainty are used) or an ``(array, WCS)`` pair. Any
+        non-empty subset of the model's bands works; missing bands cost
+        accuracy and set the ``BAND_MISSING`` flag.
+    weights : str, `~pathlib.Path` or `~astro_stargal.weights.LoadedModel`, optional
+        The model: a registered name (default the bundled CSST model), a
+        weights directory, or a model already loaded with
+        `~astro_stargal.weights.load_model`.
+    device : str or `torch.device`, optional
+        Default: CUDA if available, then Apple MPS, then CPU.
+    batch_size : int, optional
+        Network batch size (default 4096 on a GPU, 256 on a CPU; halved on a
+        GPU out-of-memory error).
+    progress : bool, optional
+        Progress bar; by default shown for 5000 sources or more.
+    threshold : float, optional
+        ``sg_class`` is ``'star'`` where ``p_star >= threshold``.
+    position_columns : str or tuple of 2 str, optional
+        Name the position column(s) explicitly.
+    zeropoints : dict, optional
+        Band -> AB zero point, overriding the FITS headers.
+    overwrite : bool, optional
+        Replace existing ``p_star``/``sg_class``/``sg_flags`` columns.
+    chunk_size : int, optional
+        Sources prepared at a time; bounds memory, does not change results.
+
+    Returns
+    -------
+    result : same class as ``table``
+        A copy of ``table`` (columns and ``meta`` unchanged, same rows in the
+        same order) with three new columns: ``p_star`` (float32, calibrated
+        star probability, NaN where the source could not be classified),
+        ``sg_class`` (``'star'``/``'galaxy'``, masked where ``p_star`` is NaN)
+        and ``sg_flags`` (`~astro_stargal.flags.SourceFlag` bits).
+
+    Raises
+    ------
+    TypeError
+        If ``table`` is not an astropy Table or an image has an unsupported type.
+    ValueError
+        For bad positions columns, unknown bands, unreadable images, tampered
+        weights, or bad option values; the message names the input.
+
+    Examples
+    --------
+    >>> from astropy.table import Table
+    >>> from astro_stargal import classify_sources
+    >>> table = Table.read("sources.ecsv")  # doctest: +SKIP
+    >>> out = classify_sources(table, {"g": "g.fits", "r": "r.fits", "i": "i.fits"})  # doctest: +SKIP
+    >>> stars = out[out["sg_class"] == "star"]  # doctest: +SKIP
+    """
+    _validate_table(table)
+    _validate_threshold(threshold)
+    _validate_chunk_size(chunk_size)
+    if not overwrite:
+        existing = [name for name in OUTPUT_COLUMNS if name in table.colnames]
+        if existing:
+            msg = f"the table already has column(s) {existing}; pass overwrite=True to replace them"
+            raise ValueError(msg)
+
+    model = load_model(weights, device=device)
+    band_images = read_images(images, model.bands, zeropoints=zeropoints)
+    positions = positions_from_table(table, position_columns=position_columns)
+    _check_images_fit_positions(band_images, positions)
+    p_star, flags = predict_sources(
+        model,
+        band_images,
+        positions,
+        batch_size=batch_size,
+        progress=progress,
+        chunk_size=chunk_size,
+    )
+
+    result = table.copy()
+    for name, column in _output_columns(p_star, flags, threshold, model.name).items():
+        if name in result.colnames:
+            result.replace_column(name, column)
+        else:
+            result.add_column(column, name=name)
+    return result
+
+
+def _output_columns(p_star, flags, threshold, model_name):
+    unclassified = np.isnan(p_star)
+    with np.errstate(invalid="ignore"):
+        labels = np.where(p_star >= threshold, "star", "galaxy")
+    return {
+        "p_star": Column(
+            p_star,
+            description=f"Calibrated probability that the source is a star (astro_stargal model {model_name})",
+            meta={"ucd": "stat.probability;src.class.starGalaxy"},
+        ),
+        "sg_class": MaskedColumn(
+            labels.astype("U6"),
+            mask=unclassified,
+            description=f"Star/galaxy class: 'star' where p_star >= {threshold}; masked if unclassified",
+            meta={"ucd": "src.class.starGalaxy"},
+        ),
+        "sg_flags": Column(
+            flags,
+            description=f"astro_stargal quality flags (bit mask): {_FLAG_DESCRIPTION}",
+            meta={"ucd": "meta.code.qual"},
+        ),
+    }
+
+
+def _validate_table(table):
+    if not isinstance(table, Table):
+        msg = f"table must be an astropy Table or QTable, got {type(table).__name__}"
+        raise TypeError(msg)
+
+
+def _validate_threshold(threshold):
+    if not (isinstance(threshold, (int, float, np.floating)) and 0.0 < threshold < 1.0):
+        msg = f"threshold must be a number strictly between 0 and 1, got {threshold!r}"
+        raise ValueError(msg)
+
+
+def _validate_chunk_size(chunk_size):
+    if (
+        isinstance(chunk_size, bool)
+        or not isinstance(chunk_size, (int, np.integer))
+        or chunk_size < 1
+    ):
+        msg = f"chunk_size must be a positive integer, got {chunk_size!r}"
+        raise ValueError(msg)
+
+
+def _check_images_fit_positions(band_images, positions):
+    if positions.sky is not None:
+        without_wcs = [band for band, image in band_images.items() if image.wcs is None]
+        if without_wcs:
+            msg = (
+                f"the table gives sky positions but the image(s) of band(s) {without_wcs} have no "
+                "celestial WCS; give images with a WCS, or pixel x/y columns"
+            )
+            raise ValueError(msg)
+        return
+    shapes = {band: image.shape for band, image in band_images.items()}
+    if len(set(shapes.values())) > 1:
+        msg = f"pixel positions need all images on one pixel grid, but the shapes differ: {shapes}; give ra/dec instead"
+        raise ValueError(msg)
+    headers = {
+        band: image.wcs.to_header_string()
+        for band, image in band_images.items()
+        if image.wcs is not None
+    }
+    if len(set(headers.values())) > 1:
+        msg = f"pixel positions need all images on one pixel grid, but the WCS of bands {sorted(headers)} differ; give ra/dec instead"
+        raise ValueError(msg)
+
+
+class StarGalaxyMixin:
+    """Mixin that gives any `~astropy.table.Table` subclass a ``classify_sources`` method.
+
+    Examples
+    --------
+    >>> from astropy.table import Table
+    >>> class SurveyTable(StarGalaxyMixin, Table):
+    ...     pass
+    >>> table = SurveyTable({"ra": [150.0], "dec": [2.0]})
+    >>> table.classify_sources({"r": "r.fits"})  # doctest: +SKIP
+    >>> table["p_star"]  # doctest: +SKIP
+    """
+
+    def classify_sources(self, images, **kwargs):
+        """Add ``p_star``, ``sg_class`` and ``sg_flags`` to this table in place.
+
+        Takes the same arguments as `astro_stargal.classify_sources` (except
+        the table) and returns the table itself.
+        """
+        result = classify_sources(self, images, **kwargs)
+        for name in OUTPUT_COLUMNS:
+            if name in self.colnames:
+                self.replace_column(name, result[name])
+            else:
+                self.add_column(result[name], name=name)
+        return self
+
+
+class StarGalaxyTable(StarGalaxyMixin, Table):
+    """An astropy `~astropy.table.Table` with a ``classify_sources`` method."""
+
+
+class StarGalaxyQTable(StarGalaxyMixin, QTable):
+    """An astropy `~astropy.table.QTable` with a ``classify_sources`` method."""

@@ -1,0 +1,48 @@
+"""The ``sg_flags`` bit mask: what went wrong for a source, one bit per cause."""
+
+import enum
+
+__all__ = ["SourceFlag", "describe_flags"]
+
+
+class SourceFlag(enum.IntFlag):
+    """Bits of the ``sg_flags`` column.
+
+    A source whose ``p_star`` is NaN always has `OFF_IMAGE` or `BAD_POSITION`
+    set; every other bit is a warning on a source that was still classified.
+    """
+
+    #: The source lies off every image (or its stamp has no valid pixel); not classified.
+    OFF_IMAGE = 1
+    #: The stamp runs off the edge of at least one image; the missing part is padded.
+    PARTIAL_OVERLAP = 2
+    #: The stamp holds NaN, infinite or masked pixels in at least one band.
+    BAD_PIXELS = 4
+    #: At least one of the model's bands is missing for this source (not given, or off that image).
+    BAND_MISSING = 8
+    #: A pixel near the centre reaches the image's saturation level in at least one band.
+    SATURATED = 16
+    #: Too faint to judge: the best band's aperture S/N is below 5.
+    LOW_SNR = 32
+    #: The position is NaN, masked or out of range; not classified.
+    BAD_POSITION = 64
+
+
+def describe_flags(value):
+    """Return the names of the bits set in one ``sg_flags`` value.
+
+    Parameters
+    ----------
+    value : int
+        One entry of the ``sg_flags`` column.
+
+    Returns
+    -------
+    names : list of str
+
+    Examples
+    --------
+    >>> describe_flags(SourceFlag.PARTIAL_OVERLAP | SourceFlag.LOW_SNR)
+    ['PARTIAL_OVERLAP', 'LOW_SNR']
+    """
+    return [flag.name for flag in SourceFlag if int(value) & flag.value]
