@@ -167,11 +167,7 @@ def _validate_threshold(threshold):
 
 
 def _validate_chunk_size(chunk_size):
-    if (
-        isinstance(chunk_size, bool)
-        or not isinstance(chunk_size, (int, np.integer))
-        or chunk_size < 1
-    ):
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
         msg = f"chunk_size must be a positive integer, got {chunk_size!r}"
         raise ValueError(msg)
 
@@ -191,9 +187,7 @@ def _check_images_fit_positions(band_images, positions):
         msg = f"pixel positions need all images on one pixel grid, but the shapes differ: {shapes}; give ra/dec instead"
         raise ValueError(msg)
     headers = {
-        band: image.wcs.to_header_string()
-        for band, image in band_images.items()
-        if image.wcs is not None
+        band: image.wcs.to_header_string() for band, image in band_images.items() if image.wcs is not None
     }
     if len(set(headers.values())) > 1:
         msg = f"pixel positions need all images on one pixel grid, but the WCS of bands {sorted(headers)} differ; give ra/dec instead"

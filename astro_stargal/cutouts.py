@@ -71,9 +71,7 @@ def extract_stamps(data, x, y, stamp_size, *, mask=None, fill_value=np.nan):
     n_sources = len(x)
     ny, nx = data.shape
     finite = np.isfinite(x) & np.isfinite(y)
-    x0, y0 = stamp_origin(
-        np.where(finite, x, -stamp_size), np.where(finite, y, -stamp_size), stamp_size
-    )
+    x0, y0 = stamp_origin(np.where(finite, x, -stamp_size), np.where(finite, y, -stamp_size), stamp_size)
     inside = finite & (x0 >= 0) & (y0 >= 0) & (x0 + stamp_size <= nx) & (y0 + stamp_size <= ny)
 
     stamps = np.full((n_sources, stamp_size, stamp_size), fill_value, dtype=np.float32)

@@ -90,9 +90,7 @@ def aperture_masks(stamp_size):
         for j, dy in enumerate(steps):
             for i, dx in enumerate(steps):
                 aperture = CircularAperture((lowest_centre + dx, lowest_centre + dy), r=radius)
-                masks[k, j, i] = aperture.to_mask(method="exact").to_image(
-                    (PHOTOMETRY_BOX, PHOTOMETRY_BOX)
-                )
+                masks[k, j, i] = aperture.to_mask(method="exact").to_image((PHOTOMETRY_BOX, PHOTOMETRY_BOX))
     return masks
 
 
@@ -128,25 +126,17 @@ def measure_features(stamps, x_in_stamp, y_in_stamp, *, noise, zeropoint):
     >>> round(float(snr[0]), 1)
     75.2
     """
-    n_sources, stamp_size, _ = stamps.shape
+    stamp_size = stamps.shape[-1]
     background = _local_background(stamps)
     box_origin = (stamp_size - PHOTOMETRY_BOX) // 2
-    box = stamps[
-        :, box_origin : box_origin + PHOTOMETRY_BOX, box_origin : box_origin + PHOTOMETRY_BOX
-    ]
+    box = stamps[:, box_origin : box_origin + PHOTOMETRY_BOX, box_origin : box_origin + PHOTOMETRY_BOX]
     signal = np.nan_to_num(box - background[:, None, None], nan=0.0, posinf=0.0, neginf=0.0)
 
     lowest_centre = stamp_size / 2 - 1
-    i = np.clip(np.rint((x_in_stamp - lowest_centre) * SUBPIXEL_STEPS), 0, SUBPIXEL_STEPS).astype(
-        np.intp
-    )
-    j = np.clip(np.rint((y_in_stamp - lowest_centre) * SUBPIXEL_STEPS), 0, SUBPIXEL_STEPS).astype(
-        np.intp
-    )
+    i = np.clip(np.rint((x_in_stamp - lowest_centre) * SUBPIXEL_STEPS), 0, SUBPIXEL_STEPS).astype(np.intp)
+    j = np.clip(np.rint((y_in_stamp - lowest_centre) * SUBPIXEL_STEPS), 0, SUBPIXEL_STEPS).astype(np.intp)
     masks = aperture_masks(stamp_size)
-    fluxes = np.stack(
-        [np.einsum("nij,nij->n", masks[k][j, i], signal) for k in range(len(APERTURE_RADII))]
-    )
+    fluxes = np.stack([np.einsum("nij,nij->n", masks[k][j, i], signal) for k in range(len(APERTURE_RADII))])
     flux_errors = noise * np.sqrt(np.pi * np.square(APERTURE_RADII))[:, None]
     asinh_mags = _asinh_magnitude(fluxes, flux_errors, zeropoint)
     snr = fluxes[1] / flux_errors[1]
@@ -182,11 +172,7 @@ def _local_background(stamps):
 
 def _asinh_magnitude(flux, flux_error, zeropoint):
     """Lupton asinh magnitude with softening equal to the flux error."""
-    return (
-        zeropoint
-        - 2.5 * np.log10(flux_error)
-        - _ASINH_MAG_SCALE * np.arcsinh(flux / (2.0 * flux_error))
-    )
+    return zeropoint - 2.5 * np.log10(flux_error) - _ASINH_MAG_SCALE * np.arcsinh(flux / (2.0 * flux_error))
 
 
 def _weighted_moments(signal, x_centre, y_centre):

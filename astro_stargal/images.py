@@ -122,9 +122,7 @@ def read_images(images, bands, *, zeropoints=None):
         if image is not None:
             band_images[band] = image
     if not band_images:
-        msg = (
-            "none of the images holds usable pixels (all were constant); nothing can be classified"
-        )
+        msg = "none of the images holds usable pixels (all were constant); nothing can be classified"
         raise ValueError(msg)
     return band_images
 
@@ -182,7 +180,9 @@ def _unpack(band, image):
     if isinstance(image, NDData):
         wcs = image.wcs
         if wcs is not None and not isinstance(wcs, WCS):
-            msg = f"band {band!r}: only astropy.wcs.WCS is supported as an NDData wcs, got {type(wcs).__name__}"
+            msg = (
+                f"band {band!r}: only astropy.wcs.WCS is supported as an NDData wcs, got {type(wcs).__name__}"
+            )
             raise TypeError(msg)
         if wcs is not None:
             wcs = _check_celestial(band, wcs)
@@ -247,9 +247,7 @@ def _hdu_data(band, hdu):
     try:
         data = hdu.data
     except (OSError, ValueError, TypeError) as error:
-        msg = (
-            f"band {band!r}: cannot read the image pixels; the FITS file may be truncated ({error})"
-        )
+        msg = f"band {band!r}: cannot read the image pixels; the FITS file may be truncated ({error})"
         raise ValueError(msg) from error
     if data is None:
         msg = f"band {band!r}: the FITS HDU has no data"

@@ -36,9 +36,7 @@ def default_batch_size(device):
     return 4096 if device.type == "cuda" else 256
 
 
-def predict_sources(
-    model, band_images, positions, *, batch_size=None, progress=None, chunk_size=CHUNK_SIZE
-):
+def predict_sources(model, band_images, positions, *, batch_size=None, progress=None, chunk_size=CHUNK_SIZE):
     """Star probability and flags for every source.
 
     Parameters
@@ -73,9 +71,7 @@ def predict_sources(
             flags[rows] = inputs.flags
             usable = np.flatnonzero(inputs.classifiable)
             if usable.size:
-                chunk_p_star = run_network(
-                    model, inputs.stamps[usable], inputs.catalog[usable], batch_size
-                )
+                chunk_p_star = run_network(model, inputs.stamps[usable], inputs.catalog[usable], batch_size)
                 p_star[start + usable] = chunk_p_star
             bar.update(rows.stop - rows.start)
     return p_star, flags
@@ -119,9 +115,7 @@ def _forward(model, stamps, catalog, on_gpu):
     catalog = torch.from_numpy(catalog)
     if on_gpu:
         stamps = (
-            stamps.pin_memory()
-            .to(device, non_blocking=True)
-            .contiguous(memory_format=torch.channels_last)
+            stamps.pin_memory().to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
         )
         catalog = catalog.pin_memory().to(device, non_blocking=True)
         with torch.autocast("cuda", dtype=torch.bfloat16):
@@ -134,11 +128,7 @@ def _forward(model, stamps, catalog, on_gpu):
 def _validate_batch_size(batch_size, device):
     if batch_size is None:
         return default_batch_size(device)
-    if (
-        isinstance(batch_size, bool)
-        or not isinstance(batch_size, (int, np.integer))
-        or batch_size < 1
-    ):
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         msg = f"batch_size must be a positive integer, got {batch_size!r}"
         raise ValueError(msg)
     return int(batch_size)

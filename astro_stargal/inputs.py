@@ -122,9 +122,7 @@ def prepare_inputs(band_images, positions, bands, stamp_size):
             noise=image.noise,
             zeropoint=image.zeropoint,
         )
-        scaled = (band_stamps[present] - background[:, None, None]) / (
-            IMAGE_SOFTENING * image.noise
-        )
+        scaled = (band_stamps[present] - background[:, None, None]) / (IMAGE_SOFTENING * image.noise)
         stamps[present, index] = np.where(valid[present], np.arcsinh(scaled), 0.0)
         stamps[present, n_bands + index] = valid[present]
         catalog[present, index, :-1] = features

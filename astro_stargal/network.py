@@ -80,15 +80,11 @@ class StarGalaxyNet(nn.Module):
 
         if "image" in branches:
             resnet = BACKBONES[backbone](weights=None)
-            resnet.conv1 = nn.Conv2d(
-                2 * n_bands, 64, kernel_size=7, stride=2, padding=3, bias=False
-            )
+            resnet.conv1 = nn.Conv2d(2 * n_bands, 64, kernel_size=7, stride=2, padding=3, bias=False)
             width = resnet.fc.in_features
             resnet.fc = nn.Identity()
             self.image_branch = resnet
-            self.image_projection = nn.Sequential(
-                nn.Linear(width, IMAGE_EMBEDDING), nn.ReLU(inplace=True)
-            )
+            self.image_projection = nn.Sequential(nn.Linear(width, IMAGE_EMBEDDING), nn.ReLU(inplace=True))
             fused_width += IMAGE_EMBEDDING
 
         if "catalog" in branches:

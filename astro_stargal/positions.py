@@ -164,9 +164,7 @@ def _from_sky_columns(table, ra_name, dec_name):
     ra, ra_ok = _angle_in_degrees(table, ra_name)
     dec, dec_ok = _angle_in_degrees(table, dec_name)
     valid = ra_ok & dec_ok & (np.abs(dec) <= 90.0)
-    sky = SkyCoord(
-        np.where(valid, ra, 0.0) * u.deg, np.where(valid, dec, 0.0) * u.deg, frame="icrs"
-    )
+    sky = SkyCoord(np.where(valid, ra, 0.0) * u.deg, np.where(valid, dec, 0.0) * u.deg, frame="icrs")
     return SourcePositions(sky=sky, x=None, y=None, valid=valid)
 
 
@@ -174,9 +172,7 @@ def _from_pixels(table, x_name, y_name):
     x, x_ok = _plain_values(table, x_name)
     y, y_ok = _plain_values(table, y_name)
     valid = x_ok & y_ok
-    return SourcePositions(
-        sky=None, x=np.where(valid, x, np.nan), y=np.where(valid, y, np.nan), valid=valid
-    )
+    return SourcePositions(sky=None, x=np.where(valid, x, np.nan), y=np.where(valid, y, np.nan), valid=valid)
 
 
 def _angle_in_degrees(table, name):

@@ -120,7 +120,9 @@ def resolve_device(device=None):
         raise ValueError(msg) from error
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            msg = f"device={str(device)!r} asked for CUDA, but no CUDA GPU is available here; use device='cpu'"
+            msg = (
+                f"device={str(device)!r} asked for CUDA, but no CUDA GPU is available here; use device='cpu'"
+            )
             raise ValueError(msg)
         if device.index is not None and device.index >= torch.cuda.device_count():
             msg = f"device={str(device)!r} does not exist; this machine has {torch.cuda.device_count()} CUDA device(s)"
@@ -231,9 +233,7 @@ def load_model(weights=None, *, device=None):
             return weights
         return LoadedModel(net=weights.net.to(device), metadata=weights.metadata, device=device)
     directory = _weights_directory(weights)
-    stamp = (
-        (directory / TENSOR_FILE).stat().st_mtime_ns if (directory / TENSOR_FILE).exists() else 0
-    )
+    stamp = (directory / TENSOR_FILE).stat().st_mtime_ns if (directory / TENSOR_FILE).exists() else 0
     return _load_cached(str(directory.resolve()), stamp, str(device))
 
 
