@@ -1,0 +1,176 @@
+"""The ``astro-stargal`` command line (also ``python -m astro_stargal``).
+
+Each subcommand has one function that declares its arguments and one that runs
+it; the heavy modules are imported only when their subcommand runs.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+__all__ = ["main"]
+
+
+def main(argv=None):
+    """Run the ``astro-stargal`` command line.
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        Arguments (default ``sys.argv[1:]``).
+
+    Returns
+    -------
+    status : int
+        0 on success, 2 on a user error (message printed to stderr).
+
+    Examples
+    --------
+    >>> main(["info"])  # doctest: +SKIP
+    """
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "run"):
+        parser.print_help()
+        return 2
+    try:
+        return args.run(args) or 0
+    except (ValueError, TypeError, FileNotFoundError, ImportError) as error:
+        print(f"astro-stargal {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+def _build_parser():
+    parser = argparse.ArgumentParser(
+        prog="astro-stargal",
+        description="Star-galaxy classification for multi-band survey images and catalogs.",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for add in (_add_classify, _add_demo, _add_info, _add_simulate):
+        add(subparsers)
+    return parser
+
+
+def _parse_band_assignment(text):
+    band, separator, path = text.partition("=")
+    if not separator or not band or not path:
+        msg = f"--image expects BAND=PATH (e.g. r=r.fits), got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return band, path
+
+
+def _add_classify(subparsers):
+    parser = subparsers.add_parser(
+        "classify",
+        help="classify the sources of a catalog",
+        description="Add p_star, sg_class and sg_flags to a catalog (any format astropy reads).",
+    )
+    parser.add_argument("catalog", help="input table (FITS, ECSV, VOTable, CSV, ...)")
+    parser.add_argument(
+        "--image",
+        action="append",
+        type=_parse_band_assignment,
+        required=True,
+        metavar="BAND=PATH",
+        help="image of one band (FITS path, optionally PATH[EXT]); repeat for each band",
+    )
+    parser.add_argument("-o", "--output", required=True, help="output table; format from the extension")
+    parser.add_argument("--format", help="astropy table format of input and output when not clear from the name")
+    parser.add_argument("--weights", help="model name or weights directory (default: the bundled model)")
+    parser.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: best available)")
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--threshold", type=float, default=0.5, help="p_star threshold for sg_class")
+    parser.add_argument("--zeropoint", action="append", type=_parse_band_assignment, default=[], metavar="BAND=ZP")
+    parser.add_argument("--overwrite", action="store_true", help="replace the output file and existing columns")
+    parser.set_defaults(run=_run_classify)
+
+
+def _run_classify(args):
+    from astropy.table import Table
+
+    from .classify import classify_sources
+
+    images = dict(args.image)
+    if len(images) != len(args.image):
+        msg = f"a band is given twice in --image: {[band for band, _ in args.image]}"
+        raise ValueError(msg)
+    zeropoints = {band: float(value) for band, value in args.zeropoint}
+    read_options = {"format": args.format} if args.format else {}
+    table = Table.read(args.catalog, **read_options)
+    result = classify_sources(
+        table,
+        images,
+        weights=args.weights,
+        device=args.device,
+        batch_size=args.batch_size,
+        threshold=args.threshold,
+        zeropoints=zeropoints,
+        overwrite=args.overwrite,
+    )
+    result.write(args.output, overwrite=args.overwrite, **read_options)
+    n_stars = int((result["sg_class"] == "star").sum())
+    print(f"classified {len(result)} sources ({n_stars} stars) -> {args.output}")
+
+
+def _add_demo(subparsers):
+    parser = subparsers.add_parser(
+        "demo",
+        help="classify the bundled example field",
+        description="Classify the small simulated CSST field shipped with the package and write "
+        "the classified table and a PNG figure.",
+    )
+    parser.add_argument("-o", "--output-dir", default="astro_stargal_demo", help="where to write the results")
+    parser.add_argument("--device", help="cpu, cuda, mps (default: best available)")
+    parser.set_defaults(run=_run_demo)
+
+
+def _run_demo(args):
+    from .demo import run_demo
+
+    table_path, figure_path, summary = run_demo(Path(args.output_dir), device=args.device)
+    print(summary)
+    print(f"wrote {table_path} and {figure_path}")
+
+
+def _add_info(subparsers):
+    parser = subparsers.add_parser("info", help="installed models, their bands, and the compute device")
+    parser.set_defaults(run=_run_info)
+
+
+def _run_info(args):
+    import torch
+
+    from . import __version__
+    from .weights import list_models, resolve_device
+
+    print(f"astro_stargal {__version__}, torch {torch.__version__}")
+    print(f"default device: {resolve_device()}")
+    models = list_models()
+    if len(models) == 0:
+        print("no models installed")
+    for row in models:
+        state = "ok" if row["available"] else "unavailable"
+        print(f"model {row['name']} [{state}]: bands {row['bands']}, stamp {row['stamp_size']} px, {row['path']}")
+
+
+def _add_simulate(subparsers):
+    parser = subparsers.add_parser(
+        "simulate",
+        help="render CSST-like multi-band fields with a truth table (needs GalSim)",
+        description="Write OUTDIR/{band}.fits (or OUTDIR/tile{k}_{band}.fits) and OUTDIR/truth.ecsv.",
+    )
+    parser.add_argument("outdir")
+    parser.add_argument("--size", type=int, default=2048, help="field side in pixels")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--tiles", type=int, default=1)
+    parser.add_argument("--n-jobs", type=int, default=1, help="worker processes")
+    parser.add_argument("--star-density", type=float, help="stars per arcmin^2")
+    parser.add_argument("--galaxy-density", type=float, help="galaxies per arcmin^2")
+    parser.add_argument("--variation", action="store_true", help="randomise PSF, profiles and sky per tile")
+    parser.set_defaults(run=_run_simulate)
+
+
+def _run_simulate(args):
+    from .simulate import cli_simulate
+
+    return cli_simulate(args)
