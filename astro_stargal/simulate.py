@@ -80,6 +80,7 @@ __all__ = [
     "measure_depth",
     "simulate_field",
     "simulate_tiles",
+    "validate_field",
     "write_field",
 ]
 
@@ -122,13 +123,10 @@ def _import_galsim():
 
 
 def _package_version():
-    """Return the installed astro_stargal version, or ``'unknown'``."""
-    from importlib.metadata import PackageNotFoundError, version
+    """Return the astro_stargal version for provenance records."""
+    from astro_stargal import __version__
 
-    try:
-        return version("astro_stargal")
-    except PackageNotFoundError:
-        return "unknown"
+    return __version__
 
 
 def ab_zero_point(band):
@@ -156,13 +154,7 @@ def ab_zero_point(band):
     """
     props = _band(band)
     area = math.pi * (APERTURE_DIAMETER / 2) ** 2
-    rate_mag0 = (
-        area
-        * props.throughput
-        * _AB_ZERO_FLUX
-        / _PLANCK
-        * math.log(props.red_edge / props.blue_edge)
-    )
+    rate_mag0 = area * props.throughput * _AB_ZERO_FLUX / _PLANCK * math.log(props.red_edge / props.blue_edge)
     return 2.5 * math.log10(rate_mag0)
 
 
@@ -180,23 +172,22 @@ def _band(name):
 
 
 def _band_fluxes_of_sed(wavelength_nm, flambda):
-    """Return AB-normalised photon-counting band fluxes of an SED.
+    """Return AB-normalised photon-counting band fluxes of SEDs.
 
-    ``flambda`` may be 2D (one SED per row). The flux in each band is
-    ``int f_lambda lambda dlambda / (c int dlambda / lambda)`` over the band
-    edges, i.e. proportional to ``f_nu`` of a flat-spectrum source with the
-    same photon rate. Only ratios between bands are used.
+    ``flambda`` holds one SED per row sampled on the fine grid
+    ``wavelength_nm``. The flux in each band is ``int f_lambda lambda
+    dlambda / (c int dlambda / lambda)`` over the band edges, i.e. proportional
+    to ``f_nu`` of a flat-spectrum source with the same photon rate. Only
+    ratios between bands are used.
     """
     flambda = np.atleast_2d(flambda)
     fluxes = []
     for name in band_order():
         props = CSST_BANDS[name]
-        grid = np.linspace(props.blue_edge, props.red_edge, 200)
-        sampled = np.array([np.interp(grid, wavelength_nm, row) for row in flambda])
-        photons = np.trapezoid(sampled * grid, grid, axis=1)
-        fluxes.append(
-            photons * 1e-18 / (_SPEED_OF_LIGHT * np.log(props.red_edge / props.blue_edge))
-        )
+        inside = (wavelength_nm >= props.blue_edge) & (wavelength_nm <= props.red_edge)
+        grid = wavelength_nm[inside]
+        photons = np.trapezoid(flambda[:, inside] * grid, grid, axis=1)
+        fluxes.append(photons / (_SPEED_OF_LIGHT * np.trapezoid(1 / grid, grid)))
     return np.array(fluxes).T
 
 
@@ -289,15 +280,11 @@ def _draw_field_conditions(rng, variation):
 
 def _optical_psf(galsim, band, conditions, gsparams):
     """Return the GalSim PSF (without the pixel) of a band in arcsec units."""
-    lam_over_diam = (
-        CSST_BANDS[band].effective_wavelength * 1e-9 / APERTURE_DIAMETER * _ARCSEC_PER_RADIAN
-    )
+    lam_over_diam = CSST_BANDS[band].effective_wavelength * 1e-9 / APERTURE_DIAMETER * _ARCSEC_PER_RADIAN
     if conditions.psf_model == "moffat":
         fwhm = math.hypot(1.029 * lam_over_diam, conditions.jitter_fwhm)
         return galsim.Moffat(beta=conditions.moffat_beta, fwhm=fwhm, gsparams=gsparams)
-    airy = galsim.Airy(
-        lam_over_diam=lam_over_diam, obscuration=conditions.obscuration, gsparams=gsparams
-    )
+    airy = galsim.Airy(lam_over_diam=lam_over_diam, obscuration=conditions.obscuration, gsparams=gsparams)
     jitter = galsim.Gaussian(fwhm=conditions.jitter_fwhm, gsparams=gsparams)
     return galsim.Convolve(airy, jitter, gsparams=gsparams)
 
@@ -326,9 +313,7 @@ def _build_band_psf(galsim, band, conditions, gsparams):
     # Average over sub-pixel phases: sources fall anywhere within a pixel.
     fractions = []
     for offset in ((0.0, 0.0), (0.5, 0.0), (0.0, 0.5), (0.5, 0.5), (0.25, 0.25)):
-        stamp = effective.drawImage(
-            nx=25, ny=25, scale=PIXEL_SCALE, method="no_pixel", offset=offset
-        )
+        stamp = effective.drawImage(nx=25, ny=25, scale=PIXEL_SCALE, method="no_pixel", offset=offset)
         aperture = CircularAperture((12 + offset[0], 12 + offset[1]), DEPTH_APERTURE_RADIUS)
         fractions.append(aperture.do_photometry(stamp.array, method="exact")[0][0])
     fwhm = optical.calculateFWHM(size=256, scale=0.004)
@@ -373,9 +358,7 @@ def _composite_half_light_radius(bulge_fraction):
     high = np.full_like(bulge_fraction, 2.0)
     for _ in range(40):
         middle = 0.5 * (low + high)
-        inside = _circularised_half_light_fraction(
-            middle, bulge_fraction, _BULGE_TO_DISK_RADIUS, 1.0
-        )
+        inside = _circularised_half_light_fraction(middle, bulge_fraction, _BULGE_TO_DISK_RADIUS, 1.0)
         low = np.where(inside < 0.5, middle, low)
         high = np.where(inside < 0.5, high, middle)
     return 0.5 * (low + high)
@@ -415,9 +398,7 @@ def _draw_galaxies(rng, n, conditions):
     disk_ratio = np.empty_like(bulge_ratio)
     for index, template in enumerate(_CWW_TEMPLATES):
         chosen = disk_sed == index
-        disk_ratio[chosen] = _interpolate_rows(
-            redshift_grid, ratio_grids[template], redshift[chosen]
-        )
+        disk_ratio[chosen] = _interpolate_rows(redshift_grid, ratio_grids[template], redshift[chosen])
     bulge_relative = bulge_fraction_r[:, None] * bulge_ratio
     disk_relative = (1 - bulge_fraction_r)[:, None] * disk_ratio
     total_relative = bulge_relative + disk_relative
@@ -510,24 +491,18 @@ def _star_stamp_half_size(mag):
 def _galaxy_profile(galsim, source, bulge_flux_fraction, gsparams):
     """Return the unit-flux GalSim profile of one galaxy in one band."""
     disk_radius = source["disk_radius"]
-    shear = galsim.Shear(
-        q=1 - source["ellipticity"], beta=source["position_angle"] * galsim.degrees
-    )
+    shear = galsim.Shear(q=1 - source["ellipticity"], beta=source["position_angle"] * galsim.degrees)
     if np.isfinite(source["sersic_index"]):
-        profile = galsim.Sersic(
-            n=source["sersic_index"], half_light_radius=disk_radius, gsparams=gsparams
-        )
+        profile = galsim.Sersic(n=source["sersic_index"], half_light_radius=disk_radius, gsparams=gsparams)
         return profile.shear(shear)
     disk = galsim.Exponential(half_light_radius=disk_radius, gsparams=gsparams)
     if bulge_flux_fraction <= 0.0:
         return disk.shear(shear)
     bulge_radius = _BULGE_TO_DISK_RADIUS * disk_radius
-    bulge = galsim.DeVaucouleurs(
-        half_light_radius=bulge_radius, trunc=10 * bulge_radius, gsparams=gsparams
+    bulge = galsim.DeVaucouleurs(half_light_radius=bulge_radius, trunc=10 * bulge_radius, gsparams=gsparams)
+    return galsim.Add(bulge.withFlux(bulge_flux_fraction), disk.withFlux(1 - bulge_flux_fraction)).shear(
+        shear
     )
-    return galsim.Add(
-        bulge.withFlux(bulge_flux_fraction), disk.withFlux(1 - bulge_flux_fraction)
-    ).shear(shear)
 
 
 def _render_band(galsim, shape, band, band_psf, truth, render, gsparams):
@@ -875,13 +850,10 @@ def simulate_tiles(
     size = _validate_shape(size)
     os.makedirs(outdir, exist_ok=True)
     tile_seeds = [
-        int(child.generate_state(1)[0])
-        for child in np.random.SeedSequence(int(seed)).spawn(n_tiles)
+        int(child.generate_state(1)[0]) for child in np.random.SeedSequence(int(seed)).spawn(n_tiles)
     ]
     centres = _tile_centres(n_tiles, max(size), ra, dec)
-    tasks = [
-        (outdir, k, size, tile_seeds[k], *centres[k], overwrite, kwargs) for k in range(n_tiles)
-    ]
+    tasks = [(outdir, k, size, tile_seeds[k], *centres[k], overwrite, kwargs) for k in range(n_tiles)]
     if n_jobs == 1:
         tables = [_write_tile(task) for task in tasks]
     else:
@@ -989,6 +961,76 @@ def measure_depth(data, header, *, seed=0, n_apertures=2000):
     sums, _ = CircularAperture(positions, radius).do_photometry(data, method="exact")
     five_sigma = 5 * mad_std(sums)
     return float(header["MAGZERO"]) - 2.5 * math.log10(five_sigma / float(header["APFRAC"]))
+
+
+def _isolated_bright_stars(truth, band, separation_arcsec=1.0):
+    """Indices of unsaturated stars with S/N above ~80 and no neighbour within 1 arcsec."""
+    props = CSST_BANDS[band]
+    mags = np.asarray(truth[f"mag_{band}"])
+    x, y = np.asarray(truth["x"]), np.asarray(truth["y"])
+    candidates = np.flatnonzero(
+        (np.asarray(truth["label"]) == "star")
+        & (mags > props.saturation_mag + 1.0)
+        & (mags < props.depth_5sigma - 3.0)
+    )
+    limit_px = separation_arcsec / PIXEL_SCALE
+    isolated = [index for index in candidates if np.sum(np.hypot(x - x[index], y - y[index]) < limit_px) == 1]
+    return np.array(isolated, dtype=int)
+
+
+def validate_field(images, truth, *, seed=0):
+    """Measure depth, star FWHM and bright-star photometry of simulated images.
+
+    Parameters
+    ----------
+    images : dict of str to `~astropy.io.fits.ImageHDU`
+        Images from `simulate_field`.
+    truth : `~astropy.table.Table`
+        The matching truth table.
+    seed : int, optional
+        Seed for the depth apertures.
+
+    Returns
+    -------
+    report : `~astropy.table.Table`
+        Per band: ``depth`` (from `measure_depth`), ``depth_table`` (CSST
+        table), ``star_fwhm`` (arcsec, median Gaussian-PRF fit of isolated
+        bright stars), ``photometry_offset`` (median of aperture magnitude
+        corrected with ``APFRAC`` minus true magnitude) and ``n_stars``.
+        FWHM and offset are NaN when no isolated bright star is present.
+
+    Examples
+    --------
+    >>> images, truth = simulate_field(512, seed=4, star_density=600)  # doctest: +SKIP
+    >>> validate_field(images, truth)['depth']  # doctest: +SKIP
+    """
+    from photutils.aperture import CircularAperture
+    from photutils.psf import fit_fwhm
+
+    rows = []
+    for band, hdu in images.items():
+        header = hdu.header
+        data = np.asarray(hdu.data, dtype=float)
+        props = CSST_BANDS[band]
+        stars = _isolated_bright_stars(truth, band)
+        x, y = np.asarray(truth["x"])[stars], np.asarray(truth["y"])[stars]
+        inside = (x > 4) & (y > 4) & (x < data.shape[1] - 5) & (y < data.shape[0] - 5)
+        stars, x, y = stars[inside], x[inside], y[inside]
+        fwhm, offset = np.nan, np.nan
+        if len(stars):
+            positions = np.column_stack([x, y])
+            fwhm = float(np.median(fit_fwhm(data, xypos=positions, fit_shape=7))) * PIXEL_SCALE
+            sums, _ = CircularAperture(positions, float(header["APRAD"])).do_photometry(data, method="exact")
+            measured = float(header["MAGZERO"]) - 2.5 * np.log10(sums / float(header["APFRAC"]))
+            offset = float(np.median(measured - np.asarray(truth[f"mag_{band}"])[stars]))
+        depth = measure_depth(data, header, seed=seed)
+        rows.append((band, depth, props.depth_5sigma, fwhm, offset, len(stars)))
+    names = ("band", "depth", "depth_table", "star_fwhm", "photometry_offset", "n_stars")
+    report = Table(rows=rows, names=names)
+    report["depth"].unit = report["depth_table"].unit = u.mag
+    report["photometry_offset"].unit = u.mag
+    report["star_fwhm"].unit = u.arcsec
+    return report
 
 
 # --------------------------------------------------------------------------
