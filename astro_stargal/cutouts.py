@@ -46,8 +46,8 @@ def extract_stamps(data, x, y, stamp_size, *, mask=None, fill_value=np.nan):
         0-based pixel positions; non-finite entries give all-padding stamps.
     stamp_size : int
         Side of the square stamp in pixels.
-    mask : 2D bool `~numpy.ndarray`, optional
-        True for bad pixels; they are replaced by ``fill_value``.
+    mask : 2D `~numpy.ndarray`, optional
+        True (or non-zero) for bad pixels; they are replaced by ``fill_value``.
     fill_value : float, optional
         Value for pixels off the image or masked.
 
@@ -97,6 +97,7 @@ def extract_stamps(data, x, y, stamp_size, *, mask=None, fill_value=np.nan):
         on_image[edge] = edge_on_image
 
     if mask is not None:
-        masked, _ = extract_stamps(mask.view(np.uint8), x, y, stamp_size, fill_value=0)
+        # Any truthy mask value is bad; a uint8 view keeps the gather cheap.
+        masked, _ = extract_stamps(np.asarray(mask, dtype=bool).view(np.uint8), x, y, stamp_size, fill_value=0)
         stamps[masked > 0] = fill_value
     return stamps, on_image
