@@ -98,6 +98,7 @@ def extract_stamps(data, x, y, stamp_size, *, mask=None, fill_value=np.nan):
 
     if mask is not None:
         # Any truthy mask value is bad; a uint8 view keeps the gather cheap.
-        masked, _ = extract_stamps(np.asarray(mask, dtype=bool).view(np.uint8), x, y, stamp_size, fill_value=0)
+        bad = np.asarray(mask, dtype=bool).view(np.uint8)
+        masked, _ = extract_stamps(bad, x, y, stamp_size, fill_value=0)
         stamps[masked > 0] = fill_value
     return stamps, on_image
