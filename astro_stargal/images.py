@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 from astropy.io import fits
-from astropy.nddata import NDData
+from astropy.nddata import NDData, StdDevUncertainty
 from astropy.wcs import WCS, FITSFixedWarning
 
 from .exceptions import StarGalaxyWarning
@@ -186,7 +186,7 @@ def _unpack(band, image):
             raise TypeError(msg)
         if wcs is not None:
             wcs = _check_celestial(band, wcs)
-        uncertainty = None if image.uncertainty is None else image.uncertainty.represent_as_stddev()
+        uncertainty = None if image.uncertainty is None else _as_stddev(band, image.uncertainty)
         header = image.meta if hasattr(image.meta, "get") else {}
         return image.data, wcs, image.mask, uncertainty, header
     if isinstance(image, tuple) and len(image) == 2:
@@ -206,6 +206,17 @@ def _unpack(band, image):
         "an HDU or HDUList, an NDData/CCDData, or an (array, WCS) pair"
     )
     raise TypeError(msg)
+
+
+def _as_stddev(band, uncertainty):
+    try:
+        return uncertainty.represent_as(StdDevUncertainty)
+    except TypeError as error:
+        msg = (
+            f"band {band!r}: cannot turn an uncertainty of type {type(uncertainty).__name__} into a "
+            "standard deviation; give a StdDevUncertainty, VarianceUncertainty or InverseVariance"
+        )
+        raise TypeError(msg) from error
 
 
 def _open_fits(band, path):

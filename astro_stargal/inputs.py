@@ -110,8 +110,9 @@ def prepare_inputs(band_images, positions, bands, stamp_size):
 
         flags[present & ~on_image.all(axis=(1, 2))] |= SourceFlag.PARTIAL_OVERLAP
         flags[present & (valid != on_image).any(axis=(1, 2))] |= SourceFlag.BAD_PIXELS
-        with np.errstate(invalid="ignore"):
-            saturated = (band_stamps[:, centre, centre] >= image.saturation).any(axis=(1, 2))
+        # Infinite pixels are bad pixels, not saturated ones (they would reach an unknown, infinite level).
+        central = np.where(valid[:, centre, centre], band_stamps[:, centre, centre], -np.inf)
+        saturated = (central >= image.saturation).any(axis=(1, 2))
         flags[present & saturated] |= SourceFlag.SATURATED
 
         x0, y0 = stamp_origin(x[present], y[present], stamp_size)
