@@ -120,11 +120,5 @@ def ab_zeropoint(band):
     spec = CSST_BANDS[band]
     area = math.pi * (APERTURE_DIAMETER / 2) ** 2
     jansky_over_planck = 1e-26 / 6.62607015e-34  # photons / s / m^2 per unit ln(lambda), per Jy
-    rate = (
-        area
-        * spec.throughput
-        * 3631.0
-        * jansky_over_planck
-        * math.log(spec.red_edge / spec.blue_edge)
-    )
+    rate = area * spec.throughput * 3631.0 * jansky_over_planck * math.log(spec.red_edge / spec.blue_edge)
     return 2.5 * math.log10(rate)

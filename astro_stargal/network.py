@@ -12,8 +12,10 @@ Catalog branch
     Missing steps are zeroed. The final forward and backward states are joined.
 Fusion
     The two vectors are concatenated and classified by a small MLP into one
-    logit (star versus galaxy). ``p_star = sigmoid(logit / temperature)``, with
-    the temperature fitted on validation data after training.
+    logit (star versus galaxy). ``p_star = sigmoid(logit / temperature + bias)``
+    (Platt-style calibration), with the temperature and bias fitted on
+    validation data after training: training weights the two classes equally,
+    and the calibration brings ``p_star`` back to the validation set's class mix.
 
 ``branches`` selects ``('image', 'catalog')`` (the fused model) or one branch
 alone, for the paper's ablation.
@@ -106,6 +108,7 @@ class StarGalaxyNet(nn.Module):
         self.register_buffer("feature_mean", torch.zeros(n_bands, n_features))
         self.register_buffer("feature_std", torch.ones(n_bands, n_features))
         self.register_buffer("temperature", torch.ones(()))
+        self.register_buffer("calibration_bias", torch.zeros(()))
 
     def forward(self, stamps, catalog):
         """Return one uncalibrated logit per source (positive means star)."""
@@ -121,5 +124,6 @@ class StarGalaxyNet(nn.Module):
         return self.classifier(torch.cat(parts, dim=1)).squeeze(1)
 
     def predict_proba(self, stamps, catalog):
-        """Return the calibrated star probability ``sigmoid(logit / temperature)``."""
-        return torch.sigmoid(self.forward(stamps, catalog).float() / self.temperature)
+        """Return the calibrated star probability ``sigmoid(logit / temperature + bias)``."""
+        logits = self.forward(stamps, catalog).float()
+        return torch.sigmoid(logits / self.temperature + self.calibration_bias)

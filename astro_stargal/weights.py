@@ -191,6 +191,7 @@ def save_weights(net, directory, *, metadata, quantise=True):
         "feature_mean": net.feature_mean.tolist(),
         "feature_std": net.feature_std.tolist(),
         "temperature": float(net.temperature),
+        "calibration_bias": float(net.calibration_bias),
     }
     text = json.dumps(full_metadata, indent=2)
     _atomic_write(directory / METADATA_FILE, lambda path: Path(path).write_text(text))
