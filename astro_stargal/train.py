@@ -499,9 +499,9 @@ def train(
             "init": str(init),
             "fields": data.field_names,
             "validation_fields": sorted({data.field_names[i] for i in np.unique(validation.field)}),
-            "n_train": int(len(training)),
+            "n_train": len(training),
             "n_train_stars": int(training.labels.sum()),
-            "n_validation": int(len(validation)),
+            "n_validation": len(validation),
             "epochs_run": loop.epoch,
             "best_epoch": loop.best_epoch,
             "options": {
@@ -814,7 +814,7 @@ def validation_metrics(p_star, labels, magnitude):
         if in_bin.any():
             ece += in_bin.mean() * abs(p_star[in_bin].mean() - labels[in_bin].mean())
     metrics = {
-        "n_sources": int(len(labels)),
+        "n_sources": len(labels),
         "accuracy": float(np.mean(predicted_star == labels.astype(bool))),
         "star_recall": _recall(predicted_star, labels, 1),
         "galaxy_recall": _recall(predicted_star, labels, 0),

@@ -13,6 +13,7 @@ Usage::
 """
 
 import argparse
+import itertools
 import json
 import time
 from pathlib import Path
@@ -79,7 +80,7 @@ def summarise(result):
     summary["expected_calibration_error"] = _expected_calibration_error(p_star, is_star)
     summary["roc_auc"] = _roc_auc(p_star, is_star)
     bins = []
-    for low, high in zip(MAGNITUDE_BINS[:-1], MAGNITUDE_BINS[1:], strict=True):
+    for low, high in itertools.pairwise(MAGNITUDE_BINS):
         in_bin = classified[(classified["mag_r"] >= low) & (classified["mag_r"] < high)]
         star_recall, n_star = _recall(in_bin, "star")
         galaxy_recall, n_galaxy = _recall(in_bin, "galaxy")

@@ -30,11 +30,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from evaluate_model import classify_simulation, print_summary, summarise  # noqa: E402
+from evaluate_model import classify_simulation, print_summary, summarise
 
-from astro_stargal.instrument import band_order  # noqa: E402
-from astro_stargal.simulate import simulate_tiles  # noqa: E402
-from astro_stargal.train import build_training_set, labelled_fields, train  # noqa: E402
+from astro_stargal.instrument import band_order
+from astro_stargal.simulate import simulate_tiles
+from astro_stargal.train import build_training_set, labelled_fields, train
 
 VARIANTS = {"fused": ("image", "catalog"), "image": ("image",), "catalog": ("catalog",)}
 FULL = {
@@ -165,7 +165,7 @@ def main(argv=None):
         ]
         command += ["--quick"] if args.quick else []
         command += ["--device", args.device] if args.device else []
-        log = open(args.work / f"log_{variant}.txt", "w")  # noqa: SIM115
+        log = open(args.work / f"log_{variant}.txt", "w")
         processes.append((variant, subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT), log))
     for variant, process, log in processes:
         process.wait()
