@@ -46,7 +46,7 @@ def _build_parser():
         description="Star-galaxy classification for multi-band survey images and catalogs.",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for add in (_add_classify, _add_demo, _add_info, _add_simulate):
+    for add in (_add_classify, _add_demo, _add_evaluate, _add_info, _add_simulate):
         add(subparsers)
     return parser
 
@@ -130,6 +130,33 @@ def _run_demo(args):
     table_path, figure_path, summary = run_demo(Path(args.output_dir), device=args.device)
     print(summary)
     print(f"wrote {table_path} and {figure_path}")
+
+
+def _add_evaluate(subparsers):
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="purity, completeness, ROC and calibration of a classified table with truth",
+        description="Compare p_star of a classified table with a truth column; print the tables and, "
+        "with --output-dir, write them (ECSV) and the figures (PNG, needs matplotlib).",
+    )
+    parser.add_argument("table", help="classified table with p_star and a truth column")
+    parser.add_argument("--truth-column", default="label", help="'star'/'galaxy' strings, or 1 = star")
+    parser.add_argument("--mag-column", help="magnitude column for the per-bin rates (e.g. mag_r)")
+    parser.add_argument(
+        "--bins", type=float, nargs="+", metavar="EDGE", help="magnitude bin edges, or one number of bins"
+    )
+    parser.add_argument("--threshold", type=float, default=0.5, help="p_star threshold for calling a star")
+    parser.add_argument("--star-purity", type=float, help="find the p_star threshold reaching this purity")
+    parser.add_argument("--galaxy-purity", type=float, help="find the threshold reaching this galaxy purity")
+    parser.add_argument("--format", help="astropy table format when not clear from the name")
+    parser.add_argument("-o", "--output-dir", help="write the tables and figures here")
+    parser.set_defaults(run=_run_evaluate)
+
+
+def _run_evaluate(args):
+    from .evaluate import cli_evaluate
+
+    return cli_evaluate(args)
 
 
 def _add_info(subparsers):

@@ -828,8 +828,15 @@ def cli_evaluate(args):
     for name, result in results.items():
         if name == "roc":
             continue
+        # The Wilson bounds stay in the written tables; the terminal shows the rates.
+        bounds = [column for column in result.colnames if column.endswith(("_lower", "_upper"))]
+        printed = result.copy()
+        printed.remove_columns(bounds)
+        for column in printed.itercols():
+            if column.dtype.kind == "f":
+                column.info.format = ".4g"
         print(f"\n== {name} ==")
-        result.pprint(max_lines=-1, max_width=-1)
+        printed.pprint(max_lines=-1, max_width=-1)
     if args.output_dir is None:
         return 0
     output_dir = Path(args.output_dir)

@@ -241,3 +241,32 @@ def test_wilson_interval_known_value_and_empty():
     lower, upper = wilson_interval([8, 0], [10, 0])
     assert lower[0] == pytest.approx(0.64908, abs=1e-5) and upper[0] == pytest.approx(0.89638, abs=1e-5)
     assert np.isnan(lower[1]) and np.isnan(upper[1])
+
+
+def test_cli_evaluate_prints_tables_and_writes_files(small_table, tmp_path, capsys):
+    pytest.importorskip("matplotlib").use("Agg")
+    from astro_stargal.cli import main
+
+    small_table.write(tmp_path / "classified.ecsv")
+    arguments = [
+        "evaluate",
+        str(tmp_path / "classified.ecsv"),
+        "--mag-column",
+        "mag_r",
+        "--bins",
+        *map(str, BINS),
+    ]
+    status = main([*arguments, "--star-purity", "0.9", "--output-dir", str(tmp_path / "out")])
+    assert status == 0
+    out = capsys.readouterr().out
+    assert "== purity_completeness ==" in out and "21 <= mag_r < 22" in out
+    assert (tmp_path / "out" / "purity_thresholds.ecsv").exists()
+    assert (tmp_path / "out" / "purity_completeness.png").exists()
+
+
+def test_cli_evaluate_reports_a_missing_column(small_table, tmp_path, capsys):
+    from astro_stargal.cli import main
+
+    small_table.write(tmp_path / "classified.ecsv")
+    assert main(["evaluate", str(tmp_path / "classified.ecsv"), "--truth-column", "truth"]) == 2
+    assert "'truth'" in capsys.readouterr().err
