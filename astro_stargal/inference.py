@@ -65,16 +65,41 @@ def predict_sources(model, band_images, positions, *, batch_size=None, progress=
     p_star = np.full(n_sources, np.nan, dtype=np.float32)
     flags = np.zeros(n_sources, dtype=np.int32)
     with tqdm(total=n_sources, disable=not progress, unit="source", desc="classifying") as bar:
-        for start in range(0, n_sources, chunk_size):
-            rows = slice(start, min(start + chunk_size, n_sources))
-            inputs = prepare_inputs(band_images, positions[rows], model.bands, model.stamp_size)
-            flags[rows] = inputs.flags
-            usable = np.flatnonzero(inputs.classifiable)
-            if usable.size:
-                chunk_p_star = run_network(model, inputs.stamps[usable], inputs.catalog[usable], batch_size)
-                p_star[start + usable] = chunk_p_star
-            bar.update(rows.stop - rows.start)
+        prepared = _prepare_chunks(model, band_images, positions, chunk_size, flags, bar)
+        for rows, stamps, catalog in _regroup(prepared, batch_size):
+            p_star[rows] = run_network(model, stamps, catalog, batch_size)
     return p_star, flags
+
+
+def _prepare_chunks(model, band_images, positions, chunk_size, flags, bar):
+    """Yield ``(rows, stamps, catalog)`` of the classifiable sources chunk by chunk, filling ``flags``."""
+    for start in range(0, len(positions), chunk_size):
+        rows = slice(start, min(start + chunk_size, len(positions)))
+        inputs = prepare_inputs(band_images, positions[rows], model.bands, model.stamp_size)
+        flags[rows] = inputs.flags
+        usable = np.flatnonzero(inputs.classifiable)
+        yield start + usable, inputs.stamps[usable], inputs.catalog[usable]
+        bar.update(rows.stop - rows.start)
+
+
+def _regroup(pieces, batch_size):
+    """Regroup prepared pieces into whole multiples of ``batch_size`` sources (the last may be short).
+
+    CPU kernels round differently for different batch shapes, so the network
+    must see the same batches whatever the chunk size for results to be bit
+    identical.
+    """
+    held, n_held = [], 0
+    for piece in pieces:
+        held.append(piece)
+        n_held += len(piece[0])
+        if n_held >= batch_size:
+            rows, stamps, catalog = (np.concatenate(parts) for parts in zip(*held, strict=True))
+            n_ready = n_held - n_held % batch_size
+            yield rows[:n_ready], stamps[:n_ready], catalog[:n_ready]
+            held, n_held = [(rows[n_ready:], stamps[n_ready:], catalog[n_ready:])], n_held - n_ready
+    if n_held:
+        yield tuple(np.concatenate(parts) for parts in zip(*held, strict=True))
 
 
 def run_network(model, stamps, catalog, batch_size):

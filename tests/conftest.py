@@ -21,6 +21,9 @@ Fixtures
     injected at known pixel positions and total fluxes, plus Gaussian noise.
 ``field``
     The default 128 x 128 px field with three stars and one galaxy.
+``assert_table_unchanged``
+    ``assert_table_unchanged(before, after)``: same class, columns, values,
+    units, descriptions, masks and ``meta`` (compare against a deep copy).
 
 Images are handed out as fresh copies (`SyntheticField.images` and friends), so
 a test may damage its copy without affecting the others.
@@ -83,7 +86,7 @@ class InjectedSource:
 DEFAULT_SOURCES = (
     InjectedSource(40.3, 50.7, 5000.0),
     InjectedSource(90.6, 30.2, 1500.0),
-    InjectedSource(66.0, 64.4, 3000.0),
+    InjectedSource(65.8, 64.4, 3000.0),
     InjectedSource(70.2, 100.1, 8000.0, sigma=3.0),
 )
 
@@ -250,3 +253,28 @@ def make_field():
 def field():
     """The default 128 x 128 px, 7-band field with three stars and one galaxy."""
     return build_field()
+
+
+def table_unchanged(before, after):
+    """Assert that ``after`` is an identical copy of ``before``: class, columns, values, units, masks, meta."""
+    assert type(after) is type(before)
+    assert after.colnames == before.colnames
+    assert after.meta == before.meta
+    assert len(after) == len(before)
+    for name in before.colnames:
+        old, new = before[name], after[name]
+        assert type(new) is type(old), name
+        assert getattr(new, "unit", None) == getattr(old, "unit", None), name
+        assert getattr(new, "description", None) == getattr(old, "description", None), name
+        if hasattr(old, "ra"):
+            np.testing.assert_array_equal(new.ra.deg, old.ra.deg, err_msg=name)
+            np.testing.assert_array_equal(new.dec.deg, old.dec.deg, err_msg=name)
+            continue
+        np.testing.assert_array_equal(np.ma.getmaskarray(new), np.ma.getmaskarray(old), err_msg=name)
+        np.testing.assert_array_equal(np.ma.getdata(new), np.ma.getdata(old), err_msg=name)
+
+
+@pytest.fixture(scope="session")
+def assert_table_unchanged():
+    """``assert_table_unchanged(before, after)``; take ``before`` with `copy.deepcopy` before the call."""
+    return table_unchanged
