@@ -107,7 +107,13 @@ def _summary(classified):
     return (
         f"demo field: {len(classified)} sources -> {n_stars} stars, {n_galaxies} galaxies, "
         f"{overall['n_unclassified']} unclassified\n"
-        f"against the truth: accuracy {accuracy:.1%} ({correct}/{n_classified}); "
-        f"stars: purity {overall['star_purity']:.1%}, completeness {overall['star_completeness']:.1%}; "
-        f"galaxies: purity {overall['galaxy_purity']:.1%}, completeness {overall['galaxy_completeness']:.1%}"
+        f"against the truth: accuracy {_percent(accuracy)} ({correct}/{n_classified}); "
+        f"stars: purity {_percent(overall['star_purity'])}, "
+        f"completeness {_percent(overall['star_completeness'])}; "
+        f"galaxies: purity {_percent(overall['galaxy_purity'])}, "
+        f"completeness {_percent(overall['galaxy_completeness'])}"
     )
+
+
+def _percent(fraction):
+    return "n/a" if not np.isfinite(fraction) else f"{fraction:.1%}"

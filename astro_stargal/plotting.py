@@ -382,7 +382,7 @@ def plot_training_curves(history, *, ax=None):
     history : `~astropy.table.Table`, dict, list of dict, or path
         Columns ``epoch``, ``train_loss``, ``val_loss`` and ``val_accuracy``;
         further ``*_loss`` columns join the loss curves and further
-        ``*accuracy``/``*auc``/``*purity``/``*completeness`` columns the
+        ``accuracy``/``auc``/``purity``/``completeness``/``recall``/``precision`` columns the
         accuracy axis. A path may be CSV, ECSV, or JSON (a list of per-epoch
         records, a dict of columns, or either under the key ``"history"``).
     ax : `~matplotlib.axes.Axes`, optional
@@ -410,7 +410,7 @@ def plot_training_curves(history, *, ax=None):
         raise ValueError(msg)
     epoch = np.asarray(history["epoch"], dtype=float)
     figure, ax = _figure_and_axes(ax, (7.0, 4.5))
-    score_words = ("accuracy", "auc", "purity", "completeness")
+    score_words = ("accuracy", "auc", "purity", "completeness", "recall", "precision")
     losses = [name for name in history.colnames if name.endswith("loss")]
     scores = [name for name in history.colnames if any(word in name for word in score_words)]
     for index, name in enumerate(losses):

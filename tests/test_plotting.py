@@ -152,7 +152,9 @@ def _history():
             "train_loss": 1 / epochs,
             "val_loss": 1.2 / epochs,
             "val_accuracy": 1 - 0.1 / epochs,
-            "val_auc": 1 - 0.05 / epochs,
+            "val_star_recall": 1 - 0.05 / epochs,
+            "learning_rate": 1e-3 / epochs,
+            "seconds": 10.0 * epochs,
         }
     )
 
@@ -168,7 +170,8 @@ def test_training_curves_from_table_csv_and_json(tmp_path):
         ax = figure.axes[0]
         _assert_labelled(ax)
         labels = [text.get_text() for text in ax.get_legend().get_texts()]
-        assert {"train loss", "val loss", "val accuracy", "val auc"} <= set(labels)
+        assert {"train loss", "val loss", "val accuracy", "val star recall"} <= set(labels)
+        assert not {"learning rate", "seconds"} & set(labels)
 
 
 def test_training_curves_on_given_axes_and_missing_column(tmp_path):
