@@ -5,13 +5,13 @@ import importlib.resources
 import pytest
 from astropy.table import Table
 
-pytest.importorskip("matplotlib")
-
 from astro_stargal.demo import DEMO_IMAGES, DEMO_TRUTH, run_demo
 from astro_stargal.features import FEATURE_NAMES
 from astro_stargal.instrument import band_order
 from astro_stargal.network import StarGalaxyNet
 from astro_stargal.weights import save_weights
+
+pytest.importorskip("matplotlib").use("Agg")
 
 DATA = importlib.resources.files("astro_stargal.data")
 pytestmark = pytest.mark.skipif(
