@@ -234,12 +234,19 @@ def load_model(weights=None, *, device=None):
             return weights
         return LoadedModel(net=weights.net.to(device), metadata=weights.metadata, device=device)
     directory = _weights_directory(weights)
-    stamp = (directory / TENSOR_FILE).stat().st_mtime_ns if (directory / TENSOR_FILE).exists() else 0
-    return _load_cached(str(directory.resolve()), stamp, str(device))
+    return _load_cached(str(directory.resolve()), _files_version(directory), str(device))
+
+
+def _files_version(directory):
+    """Cache key of a weights directory's contents: the metadata text and the tensor file's mtime and size."""
+    metadata_path, tensor_path = directory / METADATA_FILE, directory / TENSOR_FILE
+    text = metadata_path.read_text() if metadata_path.is_file() else ""
+    stat = tensor_path.stat() if tensor_path.is_file() else None
+    return text, None if stat is None else (stat.st_mtime_ns, stat.st_size)
 
 
 @functools.lru_cache(maxsize=4)
-def _load_cached(directory, modified, device):
+def _load_cached(directory, version, device):
     directory = Path(directory)
     metadata = _read_metadata(directory)
     tensor_path = directory / metadata.get("weights_file", TENSOR_FILE)
@@ -262,12 +269,26 @@ def _load_cached(directory, modified, device):
     try:
         net.load_state_dict(_dequantise(tensors), strict=True)
     except RuntimeError as error:
-        msg = f"weights in {str(directory)!r} do not fit the architecture their metadata describes: {error}"
+        msg = (
+            f"weights in {str(directory)!r} do not fit the architecture their {METADATA_FILE} describes "
+            f"({metadata['architecture']}): {_state_mismatch(net.state_dict(), _dequantise(tensors))}"
+        )
         raise ValueError(msg) from error
     net.eval().to(device)
     if torch.device(device).type == "cuda":
         net = net.to(memory_format=torch.channels_last)
     return LoadedModel(net=net, metadata=metadata, device=torch.device(device))
+
+
+def _state_mismatch(expected, found):
+    """One line saying how two state dicts differ (torch's own message lists every tensor)."""
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    reshaped = sorted(k for k in set(expected) & set(found) if expected[k].shape != found[k].shape)
+    return (
+        f"{len(missing)} tensor(s) missing {missing[:3]}, {len(unexpected)} unexpected {unexpected[:3]}, "
+        f"{len(reshaped)} of another shape {reshaped[:3]}"
+    )
 
 
 def build_network(metadata):
@@ -332,9 +353,9 @@ def list_models():
                     True,
                 )
             )
-        except (FileNotFoundError, ValueError, KeyError) as error:
+        except Exception as error:  # a third-party plugin may fail in any way; list it as unavailable
             warnings.warn(
-                f"model {name!r} ({entry_point}) is unavailable: {error}",
+                f"model {name!r} ({entry_point}) is unavailable: {error!r}",
                 StarGalaxyWarning,
                 stacklevel=2,
             )

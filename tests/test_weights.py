@@ -1,0 +1,251 @@
+"""The weights format (safetensors + model.json), its integrity checks and the model registry."""
+
+import importlib.metadata
+import json
+import pickle
+import shutil
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+
+from astro_stargal import StarGalaxyWarning, list_models, load_model
+from astro_stargal.features import FEATURE_NAMES
+from astro_stargal.network import StarGalaxyNet
+from astro_stargal.weights import ENTRY_POINT_GROUP, METADATA_FILE, TENSOR_FILE, save_weights
+
+
+@pytest.fixture(scope="module")
+def trained_net(bands):
+    """A random network standing in for a trained one, with non-trivial normalisation and temperature."""
+    torch.manual_seed(1)
+    net = StarGalaxyNet(len(bands), len(FEATURE_NAMES), backbone="resnet18").eval()
+    net.feature_mean.uniform_(-1, 1)
+    net.feature_std.uniform_(0.5, 2)
+    net.temperature.fill_(1.7)
+    return net
+
+
+@pytest.fixture(scope="module")
+def net_inputs(bands):
+    generator = torch.Generator().manual_seed(2)
+    stamps = torch.randn(4, 2 * len(bands), 32, 32, generator=generator)
+    catalog = torch.randn(4, len(bands), len(FEATURE_NAMES) + 1, generator=generator)
+    catalog[..., -1] = 1.0
+    return stamps, catalog
+
+
+def metadata_for(bands, name="test"):
+    return {"name": name, "bands": list(bands), "stamp_size": 32}
+
+
+def predictions(net, net_inputs):
+    with torch.inference_mode():
+        return net.predict_proba(*net_inputs).numpy()
+
+
+@pytest.fixture
+def weights_copy(model_dir, tmp_path):
+    """A private copy of the test model directory that a test may damage."""
+    return shutil.copytree(model_dir, tmp_path / "weights")
+
+
+def test_unquantised_round_trip_reproduces_predictions_exactly(trained_net, net_inputs, bands, tmp_path):
+    directory = save_weights(trained_net, tmp_path, metadata=metadata_for(bands), quantise=False)
+    model = load_model(directory, device="cpu")
+    np.testing.assert_array_equal(predictions(model.net, net_inputs), predictions(trained_net, net_inputs))
+    assert model.bands == tuple(bands)
+    assert model.stamp_size == 32
+    assert model.name == "test"
+
+
+def test_int8_round_trip_stays_close_to_the_unquantised_predictions(trained_net, net_inputs, bands, tmp_path):
+    directory = save_weights(trained_net, tmp_path, metadata=metadata_for(bands))
+    model = load_model(directory, device="cpu")
+    expected = predictions(trained_net, net_inputs)
+    got = predictions(model.net, net_inputs)
+    assert np.max(np.abs(got - expected)) < 0.01
+    assert model.metadata["quantisation"].startswith("int8")
+    torch.testing.assert_close(model.net.feature_mean, trained_net.feature_mean)
+    torch.testing.assert_close(model.net.temperature, trained_net.temperature)
+
+
+def test_int8_file_is_several_times_smaller(trained_net, bands, tmp_path):
+    small = save_weights(trained_net, tmp_path / "q", metadata=metadata_for(bands))
+    large = save_weights(trained_net, tmp_path / "f", metadata=metadata_for(bands), quantise=False)
+    assert (large / TENSOR_FILE).stat().st_size > 3 * (small / TENSOR_FILE).stat().st_size
+
+
+def test_metadata_records_the_checksum_and_architecture(model_dir):
+    metadata = json.loads((model_dir / METADATA_FILE).read_text())
+    assert len(metadata["sha256"]) == 64
+    assert metadata["architecture"]["backbone"] == "resnet18"
+    assert metadata["bands"] == ["NUV", "u", "g", "r", "i", "z", "y"]
+
+
+def test_save_refuses_metadata_without_name_bands_or_stamp_size(trained_net, tmp_path):
+    with pytest.raises(ValueError, match="bands"):
+        save_weights(trained_net, tmp_path, metadata={"name": "x", "stamp_size": 32})
+
+
+def test_tampered_weights_file_is_refused_before_use(weights_copy, monkeypatch):
+    tensor_path = weights_copy / TENSOR_FILE
+    content = bytearray(tensor_path.read_bytes())
+    content[len(content) // 2] ^= 0x01
+    tensor_path.write_bytes(bytes(content))
+
+    def must_not_be_called(*args, **kwargs):
+        raise AssertionError("tensors were read before the checksum was checked")
+
+    monkeypatch.setattr("astro_stargal.weights.load_file", must_not_be_called)
+    with pytest.raises(ValueError, match=r"SHA-256.*tampered or truncated"):
+        load_model(weights_copy, device="cpu")
+
+
+def test_truncated_weights_file_is_refused(weights_copy):
+    tensor_path = weights_copy / TENSOR_FILE
+    tensor_path.write_bytes(tensor_path.read_bytes()[:-1000])
+    with pytest.raises(ValueError, match="tampered or truncated"):
+        load_model(weights_copy, device="cpu")
+
+
+def test_weights_of_another_architecture_are_refused_with_a_short_message(weights_copy):
+    metadata_path = weights_copy / METADATA_FILE
+    metadata = json.loads(metadata_path.read_text())
+    metadata["architecture"]["backbone"] = "resnet50"
+    metadata_path.write_text(json.dumps(metadata))
+
+    with pytest.raises(ValueError, match="do not fit the architecture") as error:
+        load_model(weights_copy, device="cpu")
+
+    assert "resnet50" in str(error.value)
+    assert len(str(error.value)) < 1000
+
+
+def test_edited_metadata_is_seen_by_the_next_load(weights_copy):
+    load_model(weights_copy, device="cpu")
+    metadata_path = weights_copy / METADATA_FILE
+    metadata = json.loads(metadata_path.read_text())
+    metadata["architecture"]["backbone"] = "resnet50"  # same file size, possibly same mtime tick
+    metadata_path.write_text(json.dumps(metadata, indent=2))
+
+    with pytest.raises(ValueError, match="do not fit the architecture"):
+        load_model(weights_copy, device="cpu")
+
+
+def test_metadata_that_is_not_json_is_refused(weights_copy):
+    (weights_copy / METADATA_FILE).write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        load_model(weights_copy, device="cpu")
+
+
+def test_missing_weights_path_raises_file_not_found(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_model(tmp_path / "nowhere", device="cpu")
+
+
+def test_loading_never_unpickles(weights_copy, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("pickle-based loading was used")
+
+    monkeypatch.setattr(torch, "load", refuse)
+    monkeypatch.setattr(pickle, "load", refuse)
+    monkeypatch.setattr(pickle, "loads", refuse)
+    monkeypatch.setattr(pickle, "Unpickler", refuse)
+
+    model = load_model(weights_copy, device="cpu")
+
+    assert model.name == "test"
+
+
+def test_tensor_file_is_safetensors(model_dir):
+    with safe_open(str(model_dir / TENSOR_FILE), framework="pt") as tensors:
+        names = set(tensors.keys())
+    assert "classifier.3.weight" in names
+    assert any(name.endswith(".scale") for name in names)
+
+
+def test_already_loaded_model_is_accepted(classify, field, model_dir):
+    model = load_model(model_dir, device="cpu")
+    from_model = classify(field.table(), field.images(), weights=model)
+    from_path = classify(field.table(), field.images())
+    np.testing.assert_array_equal(from_model["p_star"], from_path["p_star"])
+
+
+# --- entry-point registry -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def plugins(model_dir, tmp_path, monkeypatch):
+    """Register a working third-party model, a plugin that cannot be imported and one that raises."""
+    package = tmp_path / "plugin_site"
+    package.mkdir()
+    (package / "third_party_models.py").write_text(
+        textwrap.dedent(
+            f"""
+            def good():
+                return {str(model_dir)!r}
+
+            def raises():
+                raise RuntimeError("plugin exploded")
+
+            def gone():
+                return {str(tmp_path / "deleted")!r}
+            """
+        )
+    )
+    monkeypatch.syspath_prepend(str(package))
+    entry_point = importlib.metadata.EntryPoint
+    registered = importlib.metadata.EntryPoints(
+        [
+            entry_point("third-party-good", "third_party_models:good", ENTRY_POINT_GROUP),
+            entry_point("third-party-broken", "no_such_plugin_module:weights", ENTRY_POINT_GROUP),
+            entry_point("third-party-raises", "third_party_models:raises", ENTRY_POINT_GROUP),
+            entry_point("third-party-gone", "third_party_models:gone", ENTRY_POINT_GROUP),
+        ]
+    )
+
+    def entry_points(**selection):
+        return registered.select(**selection)
+
+    monkeypatch.setattr(importlib.metadata, "entry_points", entry_points)
+    yield
+    sys.modules.pop("third_party_models", None)
+
+
+@pytest.mark.usefixtures("plugins")
+def test_list_models_lists_working_plugins_and_warns_about_broken_ones():
+    with pytest.warns(StarGalaxyWarning) as record:
+        models = list_models()
+
+    available = dict(zip(models["name"], models["available"], strict=True))
+    assert available["third-party-good"]
+    assert not available["third-party-raises"]
+    assert not available["third-party-gone"]
+    assert "third-party-broken" not in available
+    messages = " ".join(str(warning.message) for warning in record)
+    for name in ("third-party-broken", "third-party-raises", "third-party-gone"):
+        assert name in messages
+    good = models[models["name"] == "third-party-good"][0]
+    assert good["bands"] == "NUV u g r i z y"
+    assert good["stamp_size"] == 32
+
+
+@pytest.mark.usefixtures("plugins")
+def test_load_model_by_registered_name():
+    model = load_model("third-party-good", device="cpu")
+    assert model.name == "test"
+
+
+@pytest.mark.usefixtures("plugins")
+def test_unknown_model_name_lists_the_registered_ones():
+    with pytest.warns(StarGalaxyWarning), pytest.raises(FileNotFoundError, match="third-party-good"):
+        load_model("no-such-model", device="cpu")
+
+
+def test_bundled_model_is_registered_through_the_same_entry_point_group():
+    names = [entry.name for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)]
+    assert "csst-resnet50-bilstm" in names
