@@ -115,12 +115,23 @@ def read_images(images, bands, *, zeropoints=None):
         msg = f"zeropoints names bands {unknown} that the model does not have; its bands are {list(bands)}"
         raise ValueError(msg)
     band_images = {}
+    assumed_zeropoints = {}
     for band in bands:
         if band not in images:
             continue
-        image = _read_one(band, images[band], zeropoints.get(band))
+        image = _read_one(band, images[band], zeropoints.get(band), assumed_zeropoints)
         if image is not None:
             band_images[band] = image
+    if assumed_zeropoints:
+        # One warning for all bands, so a call warns once however many images lack a zero point.
+        assumed = ", ".join(f"{band}: {value:.3f}" for band, value in assumed_zeropoints.items())
+        warnings.warn(
+            f"no zero point in the header ({'/'.join(ZEROPOINT_KEYWORDS[:3])}...) or zeropoints= for "
+            f"band(s) {list(assumed_zeropoints)}; assuming the CSST AB zero points ({assumed}) "
+            "for images in electron/s",
+            StarGalaxyWarning,
+            stacklevel=3,
+        )
     if not band_images:
         msg = "none of the images holds usable pixels (all were constant); nothing can be classified"
         raise ValueError(msg)
@@ -140,7 +151,7 @@ def _validate_band_names(images, bands):
         raise ValueError(msg)
 
 
-def _read_one(band, image, zeropoint):
+def _read_one(band, image, zeropoint, assumed_zeropoints):
     data, wcs, mask, uncertainty, header = _unpack(band, image)
     data = _as_2d(band, data)
     if mask is not None:
@@ -162,7 +173,7 @@ def _read_one(band, image, zeropoint):
         data=data,
         wcs=wcs,
         mask=mask,
-        zeropoint=_zeropoint(band, header, zeropoint),
+        zeropoint=_zeropoint(band, header, zeropoint, assumed_zeropoints),
         saturation=_saturation(header),
         noise=noise,
     )
@@ -195,7 +206,7 @@ def _unpack(band, image):
             msg = f"band {band!r}: the second item of an (array, wcs) pair must be an astropy WCS or None, got {type(wcs).__name__}"
             raise TypeError(msg)
         return (
-            np.asarray(data),
+            np.asanyarray(data),  # keeps a masked array visible, so _as_2d can refuse it
             None if wcs is None else _check_celestial(band, wcs),
             None,
             None,
@@ -329,7 +340,8 @@ def _estimate_noise(band, data, mask, uncertainty):
     return noise
 
 
-def _zeropoint(band, header, zeropoint):
+def _zeropoint(band, header, zeropoint, assumed_zeropoints):
+    """The AB zero point: ``zeropoint``, else the header, else the CSST one (recorded in ``assumed_zeropoints``)."""
     if zeropoint is not None:
         return float(zeropoint)
     for keyword in ZEROPOINT_KEYWORDS:
@@ -337,14 +349,8 @@ def _zeropoint(band, header, zeropoint):
         if value is not None:
             return float(value)
     if band in CSST_BANDS:
-        assumed = ab_zeropoint(band)
-        warnings.warn(
-            f"band {band!r}: no zero point in the header ({'/'.join(ZEROPOINT_KEYWORDS[:3])}...) or "
-            f"zeropoints=; assuming the CSST AB zero point {assumed:.3f} for images in electron/s",
-            StarGalaxyWarning,
-            stacklevel=5,
-        )
-        return assumed
+        assumed_zeropoints[band] = ab_zeropoint(band)
+        return assumed_zeropoints[band]
     msg = f"band {band!r}: no zero point in the header; pass zeropoints={{{band!r}: ...}}"
     raise ValueError(msg)
 
