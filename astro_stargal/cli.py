@@ -10,6 +10,9 @@ from pathlib import Path
 
 __all__ = ["main"]
 
+#: Output extensions that astropy does not recognise by itself when writing.
+WRITE_FORMATS = {".vot": "votable", ".votable": "votable", ".xml": "votable"}
+
 
 def main(argv=None):
     """Run the ``astro-stargal`` command line.
@@ -75,17 +78,42 @@ def _add_classify(subparsers):
         help="image of one band (FITS path, optionally PATH[EXT]); repeat for each band",
     )
     parser.add_argument("-o", "--output", required=True, help="output table; format from the extension")
-    parser.add_argument("--format", help="astropy table format of input and output when not clear from the name")
+    parser.add_argument(
+        "--format", help="astropy table format of input and output when not clear from the name"
+    )
     parser.add_argument("--weights", help="model name or weights directory (default: the bundled model)")
     parser.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: best available)")
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--threshold", type=float, default=0.5, help="p_star threshold for sg_class")
-    parser.add_argument("--zeropoint", action="append", type=_parse_band_assignment, default=[], metavar="BAND=ZP")
-    parser.add_argument("--overwrite", action="store_true", help="replace the output file and existing columns")
+    parser.add_argument(
+        "--zeropoint", action="append", type=_parse_band_assignment, default=[], metavar="BAND=ZP"
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace the output file and existing columns"
+    )
     parser.set_defaults(run=_run_classify)
 
 
+def _output_options(args):
+    """Check the output before any work: it must not exist (unless --overwrite) and have a known format."""
+    from astropy.io import registry
+    from astropy.table import Table
+
+    if not Path(args.output).resolve().parent.is_dir():
+        msg = f"the folder of output {args.output!r} does not exist"
+        raise FileNotFoundError(msg)
+    if Path(args.output).exists() and not args.overwrite:
+        msg = f"output file {args.output!r} already exists; pass --overwrite to replace it"
+        raise ValueError(msg)
+    output_format = args.format or WRITE_FORMATS.get(Path(args.output).suffix.lower())
+    if output_format is None and not registry.identify_format("write", Table, args.output, None, [], {}):
+        msg = f"cannot tell the table format of output {args.output!r} from its name; use .fits, .ecsv, .vot or pass --format"
+        raise ValueError(msg)
+    return {"format": output_format} if output_format else {}
+
+
 def _run_classify(args):
+    from astropy.io.registry import IORegistryError
     from astropy.table import Table
 
     from .classify import classify_sources
@@ -95,8 +123,13 @@ def _run_classify(args):
         msg = f"a band is given twice in --image: {[band for band, _ in args.image]}"
         raise ValueError(msg)
     zeropoints = {band: float(value) for band, value in args.zeropoint}
+    write_options = _output_options(args)
     read_options = {"format": args.format} if args.format else {}
-    table = Table.read(args.catalog, **read_options)
+    try:
+        table = Table.read(args.catalog, **read_options)
+    except IORegistryError as error:
+        msg = f"cannot tell the table format of {args.catalog!r} from its name or contents; pass --format"
+        raise ValueError(msg) from error
     result = classify_sources(
         table,
         images,
@@ -107,7 +140,7 @@ def _run_classify(args):
         zeropoints=zeropoints,
         overwrite=args.overwrite,
     )
-    result.write(args.output, overwrite=args.overwrite, **read_options)
+    result.write(args.output, overwrite=args.overwrite, **write_options)
     n_stars = int((result["sg_class"] == "star").sum())
     print(f"classified {len(result)} sources ({n_stars} stars) -> {args.output}")
 
@@ -177,7 +210,9 @@ def _run_info(args):
         print("no models installed")
     for row in models:
         state = "ok" if row["available"] else "unavailable"
-        print(f"model {row['name']} [{state}]: bands {row['bands']}, stamp {row['stamp_size']} px, {row['path']}")
+        print(
+            f"model {row['name']} [{state}]: bands {row['bands']}, stamp {row['stamp_size']} px, {row['path']}"
+        )
 
 
 def _add_simulate(subparsers):
