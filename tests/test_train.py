@@ -1,0 +1,162 @@
+"""Retraining: a tiny configuration trains end to end on the CPU, resumes exactly, and its weights load."""
+
+import json
+
+import numpy as np
+import pytest
+from astropy.table import Table
+
+from astro_stargal import StarGalaxyWarning, classify_sources
+from astro_stargal.cli import main
+from astro_stargal.instrument import band_order
+from astro_stargal.train import (
+    build_training_set,
+    fit_calibration,
+    labelled_fields,
+    split_by_field,
+    train,
+)
+from astro_stargal.weights import load_model
+
+pytest.importorskip("galsim")
+
+TINY = {
+    "init": "random",
+    "backbone": "resnet18",
+    "epochs": 3,
+    "batch_size": 32,
+    "learning_rate": 2e-3,
+    "device": "cpu",
+    "progress": False,
+    "seed": 3,
+}
+
+
+class Interrupted(Exception):
+    """Stands for a run killed after its first epoch."""
+
+
+@pytest.fixture(scope="module")
+def sky(tmp_path_factory):
+    """Three small simulated tiles: enough for a field-wise train/validation split."""
+    from astro_stargal.simulate import simulate_tiles
+
+    directory = tmp_path_factory.mktemp("sky") / "sky"
+    simulate_tiles(directory, 3, size=192, seed=11, star_density=400, galaxy_density=800)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def trained(sky, tmp_path_factory):
+    """One uninterrupted tiny training run, shared by the tests that only read it."""
+    output = tmp_path_factory.mktemp("run") / "uninterrupted"
+    weights_dir = train(sky, output, **TINY)
+    return output, weights_dir
+
+
+def test_tiny_training_runs_end_to_end_with_a_falling_loss(trained):
+    output, weights_dir = trained
+    history = Table.read(output / "history.csv")
+    assert list(history["epoch"]) == [1, 2, 3]
+    assert history["train_loss"][-1] < history["train_loss"][0]
+    assert (output / "history.json").exists()
+    assert (output / "learning_curve.png").exists()
+    assert {path.name for path in weights_dir.iterdir()} == {"model.json", "model.safetensors"}
+
+
+def test_written_weights_reproduce_the_validation_metrics(trained, sky):
+    _, weights_dir = trained
+    metadata = json.loads((weights_dir / "model.json").read_text())
+    validation_names = set(metadata["training"]["validation_fields"])
+    fields = [field for field in labelled_fields(sky) if field.name in validation_names]
+    assert fields, "the metadata names the validation fields"
+    tables = [
+        classify_sources(field.table, field.images, weights=weights_dir, device="cpu") for field in fields
+    ]
+    p_star = np.concatenate([np.asarray(table["p_star"]) for table in tables])
+    is_star = np.concatenate([np.asarray(table["label"] == "star") for table in tables])
+    classified = np.isfinite(p_star)
+    accuracy = np.mean((p_star[classified] >= 0.5) == is_star[classified])
+    assert classified.sum() == metadata["training"]["n_validation"]
+    assert accuracy == pytest.approx(metadata["metrics"]["validation"]["accuracy"], abs=1e-9)
+
+
+def test_weights_record_their_provenance(trained):
+    _, weights_dir = trained
+    model = load_model(weights_dir, device="cpu")
+    assert model.bands == band_order()
+    training = model.metadata["training"]
+    assert training["init"] == "random"
+    assert training["options"]["seed"] == TINY["seed"]
+    assert set(training["validation_fields"]) < set(training["fields"])
+    assert model.metadata["temperature"] > 0
+
+
+def test_interrupted_run_resumes_to_the_same_weights(sky, tmp_path, trained):
+    _, uninterrupted = trained
+    output = tmp_path / "interrupted"
+
+    def stop_after_first_epoch(epoch, row):
+        if epoch == 1:
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        train(sky, output, on_epoch_end=stop_after_first_epoch, **TINY)
+    assert (output / "checkpoint.pt").exists()
+    resumed = train(sky, output, **TINY)
+    assert len(Table.read(output / "history.csv")) == TINY["epochs"]
+    assert (resumed / "model.safetensors").read_bytes() == (uninterrupted / "model.safetensors").read_bytes()
+
+
+def test_training_set_cache_is_reused_and_a_corrupted_cache_is_rebuilt(sky, tmp_path):
+    fields = labelled_fields(sky)
+    cache = tmp_path / "cache.npz"
+    first = build_training_set(fields, bands=band_order(), stamp_size=32, cache=cache, progress=False)
+    assert cache.exists()
+    again = build_training_set(fields, bands=band_order(), stamp_size=32, cache=cache, progress=False)
+    np.testing.assert_array_equal(first.catalog, again.catalog)
+
+    cache.write_bytes(cache.read_bytes()[: cache.stat().st_size // 2])
+    with pytest.warns(StarGalaxyWarning, match="rebuilding"):
+        rebuilt = build_training_set(fields, bands=band_order(), stamp_size=32, cache=cache, progress=False)
+    np.testing.assert_array_equal(first.catalog, rebuilt.catalog)
+
+
+def test_validation_split_takes_whole_fields(sky):
+    data = build_training_set(labelled_fields(sky), bands=band_order(), stamp_size=32, progress=False)
+    is_validation = split_by_field(data, 0.3, seed=0)
+    validation_fields = set(data.field[is_validation])
+    training_fields = set(data.field[~is_validation])
+    assert validation_fields and training_fields
+    assert not validation_fields & training_fields
+
+
+def test_labels_other_than_star_or_galaxy_are_refused(sky):
+    field = labelled_fields(sky)[0]
+    table = field.table.copy()
+    table["label"][0] = "quasar"
+    with pytest.raises(ValueError, match="quasar"):
+        build_training_set(
+            labelled_fields([(table, field.images)]), bands=band_order(), stamp_size=32, progress=False
+        )
+
+
+def test_calibration_recovers_a_known_temperature_and_bias():
+    rng = np.random.default_rng(0)
+    true_logit = rng.normal(0, 3, 200_000)
+    labels = rng.random(true_logit.size) < 1 / (1 + np.exp(-true_logit))
+    temperature, bias = fit_calibration(2.0 * (true_logit - 0.5), labels)
+    assert temperature == pytest.approx(2.0, rel=0.03)
+    assert bias == pytest.approx(0.5, abs=0.05)
+
+
+def test_command_line_train_writes_loadable_weights(sky, tmp_path):
+    output = tmp_path / "cli_run"
+    status = main(
+        [
+            "train", str(sky), "-o", str(output), "--init", "random", "--backbone", "resnet18",
+            "--epochs", "1", "--batch-size", "32", "--device", "cpu",
+        ]
+    )  # fmt: skip
+    assert status == 0
+    assert load_model(output / "weights", device="cpu").stamp_size == 32
