@@ -166,8 +166,21 @@ def _local_background(stamps):
     has_valid = np.isfinite(ring).any(axis=1)
     background = np.zeros(len(stamps), dtype=np.float64)
     if has_valid.any():
-        background[has_valid] = np.nanmedian(ring[has_valid], axis=1)
+        background[has_valid] = _nanmedian_rows(ring[has_valid])
     return background
+
+
+def _nanmedian_rows(values):
+    """``np.nanmedian(values, axis=1)``, bit for bit, with one sort instead of a Python loop over rows.
+
+    NumPy sorts NaN last, so the ``k`` non-NaN values of a row are its first
+    ``k`` sorted entries; the median averages the two middle ones as
+    `numpy.median` does. Rows must hold at least one non-NaN value.
+    """
+    ordered = np.sort(values, axis=1)
+    count = np.count_nonzero(~np.isnan(values), axis=1)
+    rows = np.arange(len(values))
+    return (ordered[rows, (count - 1) // 2] + ordered[rows, count // 2]) / 2
 
 
 def _asinh_magnitude(flux, flux_error, zeropoint):

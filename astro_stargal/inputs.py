@@ -115,20 +115,26 @@ def prepare_inputs(band_images, positions, bands, stamp_size):
         saturated = (central >= image.saturation).any(axis=(1, 2))
         flags[present & saturated] |= SourceFlag.SATURATED
 
-        x0, y0 = stamp_origin(x[present], y[present], stamp_size)
+        # A slice when every source is present, so the stamps are not copied.
+        rows = slice(None) if present.all() else np.flatnonzero(present)
+        present_stamps, present_valid = band_stamps[rows], valid[rows]
+        x0, y0 = stamp_origin(x[rows], y[rows], stamp_size)
         features, background, snr = measure_features(
-            band_stamps[present],
-            x[present] - x0,
-            y[present] - y0,
+            present_stamps,
+            x[rows] - x0,
+            y[rows] - y0,
             noise=image.noise,
             zeropoint=image.zeropoint,
         )
-        scaled = (band_stamps[present] - background[:, None, None]) / (IMAGE_SOFTENING * image.noise)
-        stamps[present, index] = np.where(valid[present], np.arcsinh(scaled), 0.0)
-        stamps[present, n_bands + index] = valid[present]
-        catalog[present, index, :-1] = features
-        catalog[present, index, -1] = 1.0
-        best_snr[present] = np.maximum(best_snr[present], snr)
+        normalised = present_stamps - background[:, None, None]
+        normalised /= IMAGE_SOFTENING * image.noise
+        np.arcsinh(normalised, out=normalised)
+        normalised[~present_valid] = 0.0
+        stamps[rows, index] = normalised
+        stamps[rows, n_bands + index] = present_valid
+        catalog[rows, index, :-1] = features
+        catalog[rows, index, -1] = 1.0
+        best_snr[rows] = np.maximum(best_snr[rows], snr)
 
     missing_band = (catalog[:, :, -1] == 0).any(axis=1)
     no_band = (catalog[:, :, -1] == 0).all(axis=1)
