@@ -10,6 +10,14 @@ class SourceFlag(enum.IntFlag):
 
     A source whose ``p_star`` is NaN always has `OFF_IMAGE` or `BAD_POSITION`
     set; every other bit is a warning on a source that was still classified.
+
+    Examples
+    --------
+    >>> flags = SourceFlag.PARTIAL_OVERLAP | SourceFlag.LOW_SNR
+    >>> int(flags)
+    34
+    >>> bool(flags & SourceFlag.LOW_SNR), bool(flags & SourceFlag.SATURATED)
+    (True, False)
     """
 
     #: The source lies off every image (or its stamp has no valid pixel); not classified.

@@ -53,6 +53,13 @@ class BandImage:
         Pixel value at and above which a pixel counts as saturated (inf if unknown).
     noise : float
         Robust standard deviation of the sky pixels, in image units.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> image = read_images({"r": (rng.normal(size=(64, 64)), None)}, ["r"], zeropoints={"r": 25.0})["r"]
+    >>> image.shape, image.wcs is None, image.zeropoint
+    ((64, 64), True, 25.0)
     """
 
     band: str

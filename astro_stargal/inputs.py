@@ -47,6 +47,19 @@ class PreparedInputs:
         (ordered by wavelength) and a last column that is 1 where the band is present.
     flags : 1D int32 `~numpy.ndarray`
         `~astro_stargal.flags.SourceFlag` bits.
+
+    Examples
+    --------
+    >>> from astro_stargal.images import read_images
+    >>> from astro_stargal.positions import SourcePositions
+    >>> rng = np.random.default_rng(1)
+    >>> images = read_images({"r": (rng.normal(size=(64, 64)), None)}, ["g", "r"],
+    ...                      zeropoints={"r": 25.0})
+    >>> where = SourcePositions(sky=None, x=np.array([30.0]), y=np.array([30.0]),
+    ...                         valid=np.array([True]))
+    >>> inputs = prepare_inputs(images, where, ["g", "r"], 32)
+    >>> inputs.catalog.shape, inputs.classifiable
+    ((1, 2, 7), array([ True]))
     """
 
     stamps: np.ndarray

@@ -50,6 +50,12 @@ class Band:
         5-sigma point-source depth of the wide survey (AB).
     n_visits : int
         Number of 150 s visits in the wide survey.
+
+    Examples
+    --------
+    >>> r_band = CSST_BANDS["r"]
+    >>> r_band.effective_wavelength, r_band.exptime
+    (620.0, 300.0)
     """
 
     name: str
@@ -85,6 +91,11 @@ CSST_BANDS = {
 
 def band_order():
     """Return the CSST band names ordered by effective wavelength.
+
+    Returns
+    -------
+    names : tuple of str
+        From ``'NUV'`` (bluest) to ``'y'`` (reddest).
 
     Examples
     --------

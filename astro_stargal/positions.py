@@ -34,6 +34,15 @@ class SourcePositions:
         0-based pixel positions, when the table gives pixels instead of sky.
     valid : 1D bool `~numpy.ndarray`
         False where the position is NaN, masked or out of range.
+
+    Examples
+    --------
+    >>> from astropy.table import Table
+    >>> positions = positions_from_table(Table({"x": [10.0, np.nan], "y": [5.0, 3.0]}))
+    >>> len(positions), positions.sky is None
+    (2, True)
+    >>> positions.valid
+    array([ True, False])
     """
 
     sky: SkyCoord | None

@@ -67,6 +67,12 @@ class LoadedModel:
     metadata : dict
         The contents of ``model.json``.
     device : `torch.device`
+
+    Examples
+    --------
+    >>> model = load_model(device="cpu")  # doctest: +SKIP
+    >>> model.name, model.bands, model.stamp_size  # doctest: +SKIP
+    ('csst-resnet50-bilstm', ('NUV', 'u', 'g', 'r', 'i', 'z', 'y'), 32)
     """
 
     net: StarGalaxyNet
@@ -96,6 +102,10 @@ def resolve_device(device=None):
     ----------
     device : str or `torch.device`, optional
         An explicit device such as ``'cpu'`` or ``'cuda:0'``.
+
+    Returns
+    -------
+    device : `torch.device`
 
     Raises
     ------
@@ -306,10 +316,20 @@ def build_network(metadata):
 def bundled_model():
     """Return the directory of the bundled CSST model (the entry point of ``csst-resnet50-bilstm``).
 
+    Returns
+    -------
+    directory : `~pathlib.Path`
+        Holds ``model.json`` and ``model.safetensors``.
+
     Raises
     ------
     FileNotFoundError
         If the package was installed without its weights.
+
+    Examples
+    --------
+    >>> sorted(path.name for path in bundled_model().glob("model.*"))  # doctest: +SKIP
+    ['model.json', 'model.safetensors']
     """
     candidates = []
     try:
