@@ -19,10 +19,11 @@ DOCS = Path(__file__).resolve().parent
 sys.path.insert(0, str(DOCS.parent))
 
 import astro_stargal  # noqa: E402
+from astro_stargal.inference import CHUNK_SIZE  # noqa: E402
 
 project = "astro_stargal"
 author = "astro_stargal developers"
-copyright = "2026, astro_stargal developers"  # noqa: A001
+copyright = "2026, astro_stargal developers"
 release = astro_stargal.__version__
 version = release
 
@@ -52,6 +53,11 @@ numpydoc_class_members_toctree = False
 numpydoc_attributes_as_param_list = True
 
 myst_heading_anchors = 3
+
+# Numbers quoted in the pages come from the code, so the pages cannot go stale.
+rst_epilog = f"""
+.. |chunk_size| replace:: {CHUNK_SIZE:,}
+"""
 
 html_theme = "pydata_sphinx_theme"
 html_static_path = ["_static"]
@@ -106,10 +112,22 @@ def _write_flag_table():
     from astro_stargal.flags import SourceFlag
 
     comments = ModuleAnalyzer.for_module("astro_stargal.flags").find_attr_docs()
-    rows = [".. list-table::", "   :header-rows: 1", "   :widths: 8 22 70", "", "   * - bit value", "     - name",
-            "     - meaning"]
+    rows = [
+        ".. list-table::",
+        "   :header-rows: 1",
+        "   :widths: 8 22 70",
+        "",
+        "   * - bit value",
+        "     - name",
+        "     - meaning",
+    ]
     for flag in SourceFlag:
-        meaning = " ".join(line.strip() for line in comments.get(("SourceFlag", flag.name), []) if line.strip())
+        meaning = " ".join(
+            line.strip() for line in comments.get(("SourceFlag", flag.name), []) if line.strip()
+        )
+        if not meaning:
+            msg = f"SourceFlag.{flag.name} has no #: comment in astro_stargal/flags.py to document it"
+            raise ValueError(msg)
         rows += [f"   * - {flag.value}", f"     - ``{flag.name}``", f"     - {meaning}"]
     target = DOCS / "_generated"
     target.mkdir(exist_ok=True)

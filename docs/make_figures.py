@@ -17,12 +17,12 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
-from astropy.table import Table  # noqa: E402
+import matplotlib.pyplot as plt
+from astropy.table import Table
 
-from astro_stargal.demo import run_demo  # noqa: E402
-from astro_stargal.instrument import band_order  # noqa: E402
-from astro_stargal.plotting import (  # noqa: E402
+from astro_stargal.demo import run_demo
+from astro_stargal.instrument import band_order
+from astro_stargal.plotting import (
     plot_cutout_gallery,
     plot_p_star_histogram,
     plot_reliability,
