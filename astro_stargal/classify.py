@@ -223,8 +223,23 @@ class StarGalaxyMixin:
 
 
 class StarGalaxyTable(StarGalaxyMixin, Table):
-    """An astropy `~astropy.table.Table` with a ``classify_sources`` method."""
+    """An astropy `~astropy.table.Table` with a ``classify_sources`` method.
+
+    Examples
+    --------
+    >>> table = StarGalaxyTable({"ra": [150.0, 150.001], "dec": [2.0, 2.001]})
+    >>> table.classify_sources({"r": "r.fits"}, device="cpu")  # doctest: +SKIP
+    >>> table["sg_class"]  # doctest: +SKIP
+    """
 
 
 class StarGalaxyQTable(StarGalaxyMixin, QTable):
-    """An astropy `~astropy.table.QTable` with a ``classify_sources`` method."""
+    """An astropy `~astropy.table.QTable` with a ``classify_sources`` method.
+
+    Examples
+    --------
+    >>> import astropy.units as u
+    >>> table = StarGalaxyQTable({"ra": [150.0] * u.deg, "dec": [2.0] * u.deg})
+    >>> table.classify_sources({"r": "r.fits"}, device="cpu")  # doctest: +SKIP
+    >>> table["p_star"]  # doctest: +SKIP
+    """
