@@ -1,8 +1,12 @@
 """The public API: `classify_sources` and the Table mixin."""
 
+import warnings
+
 import numpy as np
 from astropy.table import Column, MaskedColumn, QTable, Table
+from astropy.wcs.utils import proj_plane_pixel_scales
 
+from .exceptions import StarGalaxyWarning
 from .flags import SourceFlag
 from .images import read_images
 from .inference import CHUNK_SIZE, predict_sources
@@ -117,6 +121,7 @@ def classify_sources(
     band_images = read_images(images, model.bands, zeropoints=zeropoints)
     positions = positions_from_table(table, position_columns=position_columns)
     _check_images_fit_positions(band_images, positions)
+    _warn_about_pixel_scale(band_images, model.metadata.get("pixel_scale"))
     p_star, flags = predict_sources(
         model,
         band_images,
@@ -176,6 +181,26 @@ def _validate_chunk_size(chunk_size):
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
         msg = f"chunk_size must be a positive integer, got {chunk_size!r}"
         raise ValueError(msg)
+
+
+def _warn_about_pixel_scale(band_images, model_pixel_scale, tolerance=0.1):
+    """Warn once when an image's pixel scale differs from the model's by more than ``tolerance``."""
+    if not model_pixel_scale:
+        return
+    mismatched = {}
+    for band, image in band_images.items():
+        if image.wcs is None:
+            continue
+        scale = float(np.mean(proj_plane_pixel_scales(image.wcs))) * 3600.0
+        if abs(scale / model_pixel_scale - 1) > tolerance:
+            mismatched[band] = round(scale, 4)
+    if mismatched:
+        warnings.warn(
+            f"pixel scale (arcsec/px) {mismatched} differs from the model's {model_pixel_scale}; "
+            "the model is outside its validity range there and p_star may be unreliable",
+            StarGalaxyWarning,
+            stacklevel=3,
+        )
 
 
 def _check_images_fit_positions(band_images, positions):
