@@ -59,7 +59,7 @@ def test_every_flag_bit_is_documented(built_html):
 
 def test_every_subcommand_help_is_shown(built_html):
     page = (built_html / "user_guide" / "cli.html").read_text()
-    for command in ("classify", "demo", "evaluate", "info", "simulate"):
+    for command in ("classify", "demo", "evaluate", "info", "simulate", "train"):
         assert f"astro-stargal {command}" in page, command
 
 
