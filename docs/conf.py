@@ -9,6 +9,7 @@ the figures in ``_static/`` are made beforehand by ``docs/make_figures.py``.
 """
 
 import contextlib
+import importlib
 import io
 import os
 import re
@@ -36,7 +37,7 @@ extensions = [
 
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
 root_doc = "index"
-exclude_patterns = ["_build", "_generated", "Thumbs.db", ".DS_Store"]
+exclude_patterns = ["_build", "Thumbs.db", ".DS_Store"]
 templates_path = []
 
 # Single backticks in the docstrings (`~astropy.table.Table`) are Python cross-references,
@@ -135,3 +136,52 @@ def _write_flag_table():
 
 
 _write_flag_table()
+
+
+DISTRIBUTED_GUIDE = """
+Survey scale with dask
+----------------------
+
+`astro_stargal.distributed.classify_tiles` classifies many tiles on a dask
+cluster (``pip install "astro_stargal[distributed]"``): one task per tile, the
+model loaded once per worker, and every input row back exactly once, in input
+order. Give the images as FITS paths that every worker can read, so that each
+worker memory-maps only what it needs instead of receiving pixels over the
+network.
+
+.. code-block:: python
+
+   from astro_stargal.distributed import classify_tiles
+
+   tiles = {
+       tile.name: (Table.read(tile / "sources.fits"),
+                   {band: str(tile / f"{band}.fits") for band in ["g", "r", "i"]})
+       for tile in sorted(Path("survey").glob("tile*"))
+   }
+   result, failures = classify_tiles(tiles, n_workers=8)              # a local cluster
+   result, failures = classify_tiles(tiles, client=client, device="cuda")   # your cluster
+
+A tile that still fails after ``retries`` is reported in ``failures`` (with
+its error and the worker's traceback) and its rows come back unclassified with
+the ``TILE_FAILED`` flag, while every other tile is kept. Options of
+`~astro_stargal.classify_sources` (``threshold``, ``batch_size``, ...) pass
+through. See :doc:`/_generated/api_distributed` for the full interface.
+"""
+
+
+def _write_distributed_pages():
+    """Document `astro_stargal.distributed` where it is installed (it needs the dask extra)."""
+    target = DOCS / "_generated"
+    target.mkdir(exist_ok=True)
+    title = "astro_stargal.distributed\n=========================\n\n"
+    try:
+        importlib.import_module("astro_stargal.distributed")
+    except ImportError as error:
+        (target / "distributed.rst.inc").write_text("")
+        (target / "api_distributed.rst").write_text(f"{title}Not available in this installation ({error}).\n")
+        return
+    (target / "distributed.rst.inc").write_text(DISTRIBUTED_GUIDE)
+    (target / "api_distributed.rst").write_text(f"{title}.. automodule:: astro_stargal.distributed\n")
+
+
+_write_distributed_pages()
