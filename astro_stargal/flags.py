@@ -8,8 +8,9 @@ __all__ = ["SourceFlag", "describe_flags"]
 class SourceFlag(enum.IntFlag):
     """Bits of the ``sg_flags`` column.
 
-    A source whose ``p_star`` is NaN always has `OFF_IMAGE` or `BAD_POSITION`
-    set; every other bit is a warning on a source that was still classified.
+    A source whose ``p_star`` is NaN always has `OFF_IMAGE`, `BAD_POSITION` or
+    `TILE_FAILED` set; every other bit is a warning on a source that was still
+    classified.
 
     Examples
     --------
@@ -34,6 +35,8 @@ class SourceFlag(enum.IntFlag):
     LOW_SNR = 32
     #: The position is NaN, masked or out of range; not classified.
     BAD_POSITION = 64
+    #: Its tile failed in `~astro_stargal.distributed.classify_tiles` (see the failures it returns); not classified.
+    TILE_FAILED = 128
 
 
 def describe_flags(value):
