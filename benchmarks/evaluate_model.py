@@ -26,6 +26,9 @@ from astro_stargal.train import labelled_fields
 
 MAGNITUDE_BINS = (17, 19, 20, 21, 22, 23, 24, 25, 26)
 
+#: Galaxies with a true half-light radius below this (arcsec) are smaller than the PSF FWHM.
+RESOLVED_RADIUS = 0.1
+
 
 def classify_simulation(sky_dir, *, weights=None, device=None):
     """Classify every tile of ``sky_dir``; return the truth joined with the classifier columns."""
@@ -71,6 +74,15 @@ def summarise(result):
             recall, count = _recall(subset, label)
             summary[f"{label}_recall_{name}"] = recall
             summary[f"n_{label}_{name}"] = count
+    galaxies = bright[bright["label"] == "galaxy"]
+    resolved = galaxies[galaxies["half_light_radius"] >= RESOLVED_RADIUS]
+    summary["galaxy_recall_resolved_r_lt_25"], summary["n_galaxy_resolved_r_lt_25"] = _recall(
+        resolved, "galaxy"
+    )
+    summary["galaxy_errors_r_lt_25"] = int((galaxies["sg_class"] == "star").sum())
+    summary["galaxy_errors_below_psf_r_lt_25"] = int(
+        ((galaxies["sg_class"] == "star") & (galaxies["half_light_radius"] < RESOLVED_RADIUS)).sum()
+    )
     high_z = bright[(bright["label"] == "galaxy") & (bright["redshift"] > 1.5)]
     summary["galaxy_recall_z_gt_1.5_r_lt_25"], summary["n_galaxy_z_gt_1.5_r_lt_25"] = _recall(
         high_z, "galaxy"
@@ -129,6 +141,12 @@ def print_summary(summary, title):
         f"r < 25: star recall {summary['star_recall_r_lt_25']:.4%} (n={summary['n_star_r_lt_25']}), "
         f"galaxy recall {summary['galaxy_recall_r_lt_25']:.4%} (n={summary['n_galaxy_r_lt_25']}), "
         f"galaxies z > 1.5: {summary['galaxy_recall_z_gt_1.5_r_lt_25']:.4%} (n={summary['n_galaxy_z_gt_1.5_r_lt_25']})"
+    )
+    print(
+        f"galaxy errors at r < 25: {summary['galaxy_errors_r_lt_25']}, of which "
+        f'{summary["galaxy_errors_below_psf_r_lt_25"]} have a half-light radius < {RESOLVED_RADIUS}"; '
+        f'recall of galaxies with radius >= {RESOLVED_RADIUS}": {summary["galaxy_recall_resolved_r_lt_25"]:.4%} '
+        f"(n={summary['n_galaxy_resolved_r_lt_25']})"
     )
     print(
         f"all: star recall {summary['star_recall_all']:.4%}, galaxy recall {summary['galaxy_recall_all']:.4%}, ECE {summary['expected_calibration_error']:.4f}, AUC {summary['roc_auc']:.5f}"
