@@ -223,7 +223,12 @@ def model_dir(tmp_path_factory, bands):
     """Directory of a randomly initialised, int8-quantised ResNet-18 test model."""
     torch.manual_seed(0)
     net = StarGalaxyNet(len(bands), len(FEATURE_NAMES), backbone="resnet18")
-    metadata = {"name": "test", "bands": list(bands), "stamp_size": TEST_STAMP_SIZE, "pixel_scale": PIXEL_SCALE}
+    metadata = {
+        "name": "test",
+        "bands": list(bands),
+        "stamp_size": TEST_STAMP_SIZE,
+        "pixel_scale": PIXEL_SCALE,
+    }
     return save_weights(net, tmp_path_factory.mktemp("test_model"), metadata=metadata)
 
 
