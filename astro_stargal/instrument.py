@@ -128,6 +128,9 @@ def ab_zeropoint(band):
     >>> round(ab_zeropoint("g"), 2)
     26.16
     """
+    if band not in CSST_BANDS:
+        msg = f"unknown band {band!r}; expected one of {band_order()}"
+        raise ValueError(msg)
     spec = CSST_BANDS[band]
     area = math.pi * (APERTURE_DIAMETER / 2) ** 2
     jansky_over_planck = 1e-26 / 6.62607015e-34  # photons / s / m^2 per unit ln(lambda), per Jy

@@ -69,12 +69,12 @@ from astro_stargal.instrument import (
     PIXEL_SCALE,
     READ_NOISE,
     VISIT_EXPTIME,
+    ab_zeropoint,
     band_order,
 )
 
 __all__ = [
     "DEPTH_APERTURE_RADIUS",
-    "ab_zero_point",
     "cli_simulate",
     "make_demo_data",
     "measure_depth",
@@ -94,7 +94,6 @@ DEFAULT_GALAXY_DENSITY = 450.0
 _PLANCK = 6.62607015e-34  # J s
 _SPEED_OF_LIGHT = 2.99792458e8  # m / s
 _BOLTZMANN = 1.380649e-23  # J / K
-_AB_ZERO_FLUX = 3631e-26  # W / m^2 / Hz
 _ARCSEC_PER_RADIAN = 206264.80624709636
 _MAX_TRUE_MAG = 40.0
 
@@ -127,35 +126,6 @@ def _package_version():
     from astro_stargal import __version__
 
     return __version__
-
-
-def ab_zero_point(band):
-    """Return the AB zero point of a CSST band for count rates in e-/s.
-
-    The detector counts photons, so for a source with flat ``f_nu`` the
-    photon rate is ``A * T * f_nu / h * ln(red_edge / blue_edge)`` with ``A``
-    the collecting area of the 2 m pupil and ``T`` the band throughput.
-
-    Parameters
-    ----------
-    band : str
-        CSST band name (``'NUV'``, ``'u'``, ``'g'``, ``'r'``, ``'i'``, ``'z'``
-        or ``'y'``).
-
-    Returns
-    -------
-    zero_point : float
-        Magnitude of a source giving 1 e-/s.
-
-    Examples
-    --------
-    >>> round(ab_zero_point('r'), 2)
-    25.92
-    """
-    props = _band(band)
-    area = math.pi * (APERTURE_DIAMETER / 2) ** 2
-    rate_mag0 = area * props.throughput * _AB_ZERO_FLUX / _PLANCK * math.log(props.red_edge / props.blue_edge)
-    return 2.5 * math.log10(rate_mag0)
 
 
 def _band(name):
@@ -508,7 +478,7 @@ def _galaxy_profile(galsim, source, bulge_flux_fraction, gsparams):
 def _render_band(galsim, shape, band, band_psf, truth, render, gsparams):
     """Draw the noiseless count-rate image (e-/s) of one band."""
     image = galsim.ImageF(shape[1], shape[0], scale=PIXEL_SCALE)
-    zero_point = ab_zero_point(band)
+    zero_point = ab_zeropoint(band)
     band_index = band_order().index(band)
     columns = {
         name: np.asarray(truth[name])
@@ -569,7 +539,7 @@ def _band_header(band, wcs, conditions, band_psf, sky_rate, provenance):
     header["TELESCOP"] = ("CSST", "simulated (astro_stargal.simulate)")
     header["EXPTIME"] = (props.exptime, "[s] total exposure time")
     header["NVISITS"] = (props.n_visits, "number of 150 s visits")
-    header["MAGZERO"] = (round(ab_zero_point(band), 6), "AB mag of 1 electron/s")
+    header["MAGZERO"] = (round(ab_zeropoint(band), 6), "AB mag of 1 electron/s")
     header["SATURATE"] = (
         FULL_WELL / VISIT_EXPTIME - sky_rate - DARK_CURRENT,
         "[electron/s] saturation level",
