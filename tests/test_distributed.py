@@ -1,6 +1,7 @@
 """classify_tiles on dask.distributed: same rows as the local path, failures kept apart, one model per worker."""
 
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -138,3 +139,34 @@ def test_local_cluster_is_made_and_closed_when_no_client_is_given(model_dir, til
 def test_malformed_tiles_are_refused_naming_the_problem(client, tiles, message):
     with pytest.raises((TypeError, ValueError), match=message):
         classify_tiles(tiles, client=client)
+
+
+def test_command_line_classifies_a_tiled_catalog(client, tmp_path, model_dir, tile_fields, tile_paths, bands):
+    from astro_stargal.cli import main
+
+    big = vstack([_tile_table(field, tile) for tile, field in tile_fields.items()])
+    big.write(tmp_path / "big.ecsv")
+    pattern = str(Path(tile_paths["a"][bands[0]]).parent / "tile{tile}_{band}.fits")
+    status = main(
+        [
+            "classify-tiles",
+            "--tiles-table",
+            str(tmp_path / "big.ecsv"),
+            "--images",
+            pattern,
+            "--bands",
+            ",".join(bands),
+            "-o",
+            str(tmp_path / "out.ecsv"),
+            "--scheduler",
+            client.scheduler.address,
+            "--weights",
+            str(model_dir),
+            "--device",
+            "cpu",
+        ]
+    )
+    assert status == 0
+    out = Table.read(tmp_path / "out.ecsv")
+    np.testing.assert_array_equal(out["id"], big["id"])
+    assert np.isfinite(out["p_star"][:2]).all()
