@@ -60,7 +60,24 @@ HISTORY_FILE = "history.csv"
 
 @dataclass(frozen=True)
 class LabelledField:
-    """One field of labelled sources: a table and its images (any form `classify_sources` takes)."""
+    """One field of labelled sources: a table and its images (any form `classify_sources` takes).
+
+    Attributes
+    ----------
+    name : str
+        Unique name of the field (the train/validation split is by field).
+    table : `~astropy.table.Table`
+        Sources with positions and a label column.
+    images : dict
+        Band -> image, as for `~astro_stargal.classify_sources`.
+
+    Examples
+    --------
+    >>> from astropy.table import Table
+    >>> field = LabelledField("f1", Table({"ra": [150.0], "dec": [2.0], "label": ["star"]}), {"r": "r.fits"})
+    >>> field.name
+    'f1'
+    """
 
     name: str
     table: Table
@@ -86,6 +103,11 @@ class TrainingSet:
     flags : 1D int32 `~numpy.ndarray`
     field_names : list of str
     provenance : dict
+
+    Examples
+    --------
+    >>> data = build_training_set(labelled_fields("sky/"), bands=band_order(), stamp_size=32)  # doctest: +SKIP
+    >>> stars = data.subset(data.labels == 1)  # doctest: +SKIP
     """
 
     stamps: np.ndarray
@@ -202,6 +224,14 @@ def build_training_set(
     Returns
     -------
     training_set : `TrainingSet`
+
+    Examples
+    --------
+    >>> fields = labelled_fields("training_sky/")  # doctest: +SKIP
+    >>> data = build_training_set(fields, bands=band_order(), stamp_size=32,
+    ...                           cache="training_set.npz", n_jobs=4)  # doctest: +SKIP
+    >>> data.stamps.shape  # doctest: +SKIP
+    (129510, 14, 32, 32)
     """
     provenance = {
         "cache_format": CACHE_FORMAT,

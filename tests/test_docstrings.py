@@ -37,9 +37,6 @@ KNOWN_GAPS = {
     ("astro_stargal.inference", "default_workers"): ("Parameters", "Returns"),
     ("astro_stargal.inference", "predict_sources"): ("Examples",),
     ("astro_stargal.inference", "run_network"): ("Parameters", "Returns", "Examples"),
-    ("astro_stargal.train", "LabelledField"): ("Attributes", "Examples"),
-    ("astro_stargal.train", "TrainingSet"): ("Examples",),
-    ("astro_stargal.train", "build_training_set"): ("Examples",),
 }
 
 
