@@ -117,8 +117,9 @@ def predict_sources(
     flags = np.zeros(n_sources, dtype=np.int32)
     with tqdm(total=n_sources, disable=not progress, unit="source", desc="classifying") as bar:
         prepared = _prepare_chunks(model, band_images, positions, chunk_size, workers, flags, bar)
+        network = _NetworkRunner(model, batch_size)
         for rows, stamps, catalog in _regroup(prepared, batch_size):
-            p_star[rows] = run_network(model, stamps, catalog, batch_size)
+            p_star[rows] = network(stamps, catalog)
     return p_star, flags
 
 
@@ -206,30 +207,47 @@ def run_network(model, stamps, catalog, batch_size):
 
     A CUDA out-of-memory error halves the batch size and retries.
     """
-    device = model.device
-    on_gpu = device.type == "cuda"
-    results = np.empty(len(stamps), dtype=np.float32)
-    start = 0
-    warned = False
-    while start < len(stamps):
-        stop = min(start + batch_size, len(stamps))
-        try:
-            results[start:stop] = _forward(model, stamps[start:stop], catalog[start:stop], on_gpu)
-        except torch.cuda.OutOfMemoryError:
-            if batch_size == 1:
-                raise
-            torch.cuda.empty_cache()
-            batch_size //= 2
-            if not warned:
-                warnings.warn(
-                    f"GPU out of memory; continuing with batch_size={batch_size}",
-                    StarGalaxyWarning,
-                    stacklevel=2,
-                )
-                warned = True
-            continue
-        start = stop
-    return results
+    return _NetworkRunner(model, batch_size)(stamps, catalog)
+
+
+class _NetworkRunner:
+    """Runs the network batch by batch and keeps a batch size reduced by an out-of-memory error.
+
+    One runner serves a whole `predict_sources` call, so the reduced size
+    holds for the rest of the call and the warning is said once.
+    """
+
+    def __init__(self, model, batch_size):
+        self.model = model
+        self.batch_size = batch_size
+        self.warned = False
+
+    def __call__(self, stamps, catalog):
+        on_gpu = self.model.device.type == "cuda"
+        results = np.empty(len(stamps), dtype=np.float32)
+        start = 0
+        while start < len(stamps):
+            stop = min(start + self.batch_size, len(stamps))
+            try:
+                results[start:stop] = _forward(self.model, stamps[start:stop], catalog[start:stop], on_gpu)
+            except torch.cuda.OutOfMemoryError:
+                if self.batch_size == 1:
+                    raise
+                self._halve_batch_size()
+                continue
+            start = stop
+        return results
+
+    def _halve_batch_size(self):
+        torch.cuda.empty_cache()
+        self.batch_size //= 2
+        if not self.warned:
+            warnings.warn(
+                f"GPU out of memory; continuing with batch_size={self.batch_size}",
+                StarGalaxyWarning,
+                stacklevel=4,
+            )
+            self.warned = True
 
 
 @torch.inference_mode()
