@@ -268,7 +268,7 @@ def _first_image_hdu(band, hdulist):
             and hdu.header.get("NAXIS", 0) >= 2
         ):
             return hdu
-    msg = f"band {band!r}: the FITS file holds no image with two or more axes"
+    msg = f"band {band!r}: the FITS file holds no image with two or more axes (is it truncated, or a table?)"
     raise ValueError(msg)
 
 

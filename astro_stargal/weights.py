@@ -411,10 +411,10 @@ def _weights_directory(weights):
     if weights is None:
         weights = DEFAULT_MODEL
     if isinstance(weights, str) and not os.path.exists(weights):
-        for name, _, target in _registered_models():
-            if name == weights:
-                return _call_plugin(target)
-        known = [name for name, _, _ in _registered_models()]
+        registered = {name: target for name, _, target in _registered_models()}
+        if weights in registered:
+            return _call_plugin(registered[weights])
+        known = sorted(registered)
         msg = f"weights={weights!r} is neither an existing path nor a registered model; registered: {known}"
         raise FileNotFoundError(msg)
     path = Path(weights)
