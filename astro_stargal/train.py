@@ -16,6 +16,7 @@ calibrated (temperature and bias) on the validation fields and written as a
 weights directory that `~astro_stargal.classify_sources` loads.
 """
 
+import copy
 import json
 import math
 import os
@@ -571,7 +572,8 @@ def _initial_network(init, bands, stamp_size, backbone, branches):
     if bands is not None and list(bands) != list(model.bands):
         msg = f"cannot fine-tune a model with bands {list(model.bands)} on bands {list(bands)}; use init='random'"
         raise ValueError(msg)
-    net = model.net
+    # A copy: the loaded network is shared with every classify_sources call in this process.
+    net = copy.deepcopy(model.net)
     net.temperature.fill_(1.0)
     net.calibration_bias.fill_(0.0)
     return net, dict(model.metadata)

@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from astropy.table import Table
 
 from astro_stargal import StarGalaxyWarning, classify_sources
@@ -160,3 +161,14 @@ def test_command_line_train_writes_loadable_weights(sky, tmp_path):
     )  # fmt: skip
     assert status == 0
     assert load_model(output / "weights", device="cpu").stamp_size == 32
+
+
+def test_fine_tuning_leaves_the_loaded_initial_model_untouched(sky, tmp_path, trained):
+    _, initial = trained
+    before = load_model(initial, device="cpu")
+    probe = {name: tensor.clone() for name, tensor in before.net.state_dict().items()}
+    train(sky, tmp_path / "fine_tuned", **(TINY | {"init": initial, "epochs": 1}))
+    after = load_model(initial, device="cpu")
+    assert after.net is before.net
+    for name, tensor in after.net.state_dict().items():
+        assert torch.equal(tensor, probe[name]), name
