@@ -58,6 +58,12 @@ class TileFailure:
         The worker's traceback of that error.
     n_rows : int
         Rows of the tile (they come back with NaN ``p_star`` and ``TILE_FAILED``).
+
+    Examples
+    --------
+    >>> result, failures = classify_tiles(tiles)  # doctest: +SKIP
+    >>> for failure in failures:  # doctest: +SKIP
+    ...     print(failure.tile, failure.error)
     """
 
     tile: object
@@ -80,6 +86,11 @@ class ClassifiedTiles(NamedTuple):
         original order.
     failures : list of `TileFailure`
         Empty when every tile was classified.
+
+    Examples
+    --------
+    >>> classified = classify_tiles((big_table, {1: {"r": "tile1_r.fits"}}))  # doctest: +SKIP
+    >>> classified.result["p_star"], classified.failures  # doctest: +SKIP
     """
 
     result: object

@@ -42,6 +42,14 @@ PROGRESS_MIN_SOURCES = 5000
 def default_batch_size(device):
     """Network batch size for a device: large on a GPU, modest on a CPU.
 
+    Parameters
+    ----------
+    device : `torch.device`
+
+    Returns
+    -------
+    batch_size : int
+
     Examples
     --------
     >>> default_batch_size(torch.device("cpu"))
@@ -56,6 +64,14 @@ def default_workers(device):
     On a GPU, preparation is the bottleneck, so every CPU core prepares chunks
     (up to `MAX_DEFAULT_WORKERS`). On a CPU the network needs the cores, so one
     thread prepares the next chunk while the network runs on the current one.
+
+    Parameters
+    ----------
+    device : `torch.device`
+
+    Returns
+    -------
+    workers : int
 
     Examples
     --------
@@ -107,6 +123,14 @@ def predict_sources(
     p_star : 1D float32 `~numpy.ndarray`
         NaN for sources that could not be classified.
     flags : 1D int32 `~numpy.ndarray`
+
+    Examples
+    --------
+    >>> from astro_stargal.images import read_images
+    >>> from astro_stargal.positions import positions_from_table
+    >>> model = load_model(device="cpu")  # doctest: +SKIP
+    >>> band_images = read_images({"r": "r.fits"}, model.bands)  # doctest: +SKIP
+    >>> p_star, flags = predict_sources(model, band_images, positions_from_table(table))  # doctest: +SKIP
     """
     n_sources = len(positions)
     batch_size = _validate_batch_size(batch_size, model.device)
@@ -206,6 +230,25 @@ def run_network(model, stamps, catalog, batch_size):
     """Calibrated star probabilities for prepared inputs, batch by batch.
 
     A CUDA out-of-memory error halves the batch size and retries.
+
+    Parameters
+    ----------
+    model : `~astro_stargal.weights.LoadedModel`
+    stamps, catalog : `~numpy.ndarray`
+        Prepared inputs (see `~astro_stargal.inputs.PreparedInputs`).
+    batch_size : int
+        Sources per network call.
+
+    Returns
+    -------
+    p_star : 1D float32 `~numpy.ndarray`
+
+    Examples
+    --------
+    >>> from astro_stargal.inputs import prepare_inputs
+    >>> model = load_model(device="cpu")  # doctest: +SKIP
+    >>> inputs = prepare_inputs(band_images, positions, model.bands, model.stamp_size)  # doctest: +SKIP
+    >>> p_star = run_network(model, inputs.stamps, inputs.catalog, 256)  # doctest: +SKIP
     """
     return _NetworkRunner(model, batch_size)(stamps, catalog)
 
