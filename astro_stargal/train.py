@@ -34,6 +34,7 @@ from scipy.optimize import minimize
 from tqdm.auto import tqdm
 
 from . import __version__
+from .evaluate import expected_calibration_error
 from .exceptions import StarGalaxyWarning
 from .features import FEATURE_NAMES
 from .images import read_images
@@ -838,13 +839,7 @@ def fit_calibration(logits, labels):
 def validation_metrics(p_star, labels, magnitude):
     """Recalls, accuracy and expected calibration error of calibrated probabilities."""
     predicted_star = p_star >= 0.5
-    edges = np.linspace(0, 1, 16)
-    which = np.clip(np.digitize(p_star, edges) - 1, 0, 14)
-    ece = 0.0
-    for index in range(15):
-        in_bin = which == index
-        if in_bin.any():
-            ece += in_bin.mean() * abs(p_star[in_bin].mean() - labels[in_bin].mean())
+    ece = expected_calibration_error(Table({"p_star": p_star, "label": labels.astype(bool)}))
     metrics = {
         "n_sources": len(labels),
         "accuracy": float(np.mean(predicted_star == labels.astype(bool))),

@@ -22,6 +22,7 @@ import numpy as np
 from astropy.table import Table, vstack
 
 from astro_stargal import classify_sources, load_model
+from astro_stargal.evaluate import expected_calibration_error, roc_auc
 from astro_stargal.train import labelled_fields
 
 MAGNITUDE_BINS = (17, 19, 20, 21, 22, 23, 24, 25, 26)
@@ -87,10 +88,8 @@ def summarise(result):
     summary["galaxy_recall_z_gt_1.5_r_lt_25"], summary["n_galaxy_z_gt_1.5_r_lt_25"] = _recall(
         high_z, "galaxy"
     )
-    p_star = np.asarray(classified["p_star"], dtype=np.float64)
-    is_star = np.asarray(classified["label"] == "star", dtype=np.float64)
-    summary["expected_calibration_error"] = _expected_calibration_error(p_star, is_star)
-    summary["roc_auc"] = _roc_auc(p_star, is_star)
+    summary["expected_calibration_error"] = expected_calibration_error(classified)
+    summary["roc_auc"] = roc_auc(classified)
     bins = []
     for low, high in itertools.pairwise(MAGNITUDE_BINS):
         in_bin = classified[(classified["mag_r"] >= low) & (classified["mag_r"] < high)]
@@ -108,31 +107,6 @@ def summarise(result):
         )
     summary["per_magnitude_bin"] = bins
     return summary
-
-
-def _expected_calibration_error(p_star, is_star, n_bins=15):
-    which = np.clip((p_star * n_bins).astype(int), 0, n_bins - 1)
-    error = 0.0
-    for index in range(n_bins):
-        in_bin = which == index
-        if in_bin.any():
-            error += in_bin.mean() * abs(p_star[in_bin].mean() - is_star[in_bin].mean())
-    return float(error)
-
-
-def _roc_auc(score, positive):
-    """Probability that a random star scores above a random galaxy (ties count half)."""
-    order = np.argsort(score, kind="mergesort")
-    ranks = np.empty(len(score))
-    ranks[order] = np.arange(1, len(score) + 1)
-    _, inverse, counts = np.unique(score, return_inverse=True, return_counts=True)
-    sums = np.bincount(inverse, weights=ranks)
-    ranks = (sums / counts)[inverse]
-    n_pos = positive.sum()
-    n_neg = len(positive) - n_pos
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    return float((ranks[positive == 1].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
 def print_summary(summary, title):
