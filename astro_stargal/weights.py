@@ -20,7 +20,7 @@ there too. A plugin that fails to load becomes a warning, never a crash.
 import functools
 import hashlib
 import importlib.metadata
-import importlib.resources
+import importlib.util
 import json
 import os
 import tempfile
@@ -331,11 +331,10 @@ def bundled_model():
     >>> sorted(path.name for path in bundled_model().glob("model.*"))  # doctest: +SKIP
     ['model.json', 'model.safetensors']
     """
-    candidates = []
-    try:
-        candidates.append(Path(str(importlib.resources.files("astro_stargal._bundled_weights"))))
-    except ModuleNotFoundError:
-        pass
+    # Installed from a wheel, weights/ is the namespace package astro_stargal._bundled_weights;
+    # in a source checkout it sits next to the package.
+    spec = importlib.util.find_spec("astro_stargal._bundled_weights")
+    candidates = [Path(location) for location in (spec.submodule_search_locations or [])] if spec else []
     candidates.append(Path(__file__).resolve().parent.parent / "weights")
     for candidate in candidates:
         if (candidate / METADATA_FILE).exists():
