@@ -525,9 +525,6 @@ def plot_classified_field(
     shown = _composite_bands(band_images, bands)
     reference = band_images[shown[0]]
     positions = positions_from_table(table, position_columns=position_columns)
-    if positions.sky is not None and reference.wcs is None:
-        msg = f"the table gives sky positions but the image of band {shown[0]!r} has no celestial WCS"
-        raise ValueError(msg)
     x, y = positions.pixel_positions(reference.wcs)
     p_star = _p_star(table)
 

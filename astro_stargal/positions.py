@@ -65,9 +65,17 @@ class SourcePositions:
         """Return ``(x, y)`` 0-based pixel positions on the grid of ``wcs``.
 
         Bad positions come back as NaN.
+
+        Raises
+        ------
+        ValueError
+            If the positions are on the sky and ``wcs`` is None.
         """
         if self.sky is None:
             return self.x, self.y
+        if wcs is None:
+            msg = "sky positions need an image with a celestial WCS, and this image has none; give pixel x/y columns instead"
+            raise ValueError(msg)
         x, y = wcs.world_to_pixel(self.sky)
         x = np.where(self.valid, x, np.nan)
         y = np.where(self.valid, y, np.nan)

@@ -196,3 +196,11 @@ def test_missing_matplotlib_says_how_to_install(classified, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)
     with pytest.raises(ImportError, match=r"pip install astro_stargal\[plot\]"):
         plotting.plot_roc(classified)
+
+
+@pytest.mark.parametrize("plot", [plotting.plot_cutout_gallery, plotting.plot_classified_field])
+def test_sky_positions_on_images_without_wcs_are_a_clear_error(images, classified, plot):
+    sky_table = classified.copy()
+    sky_table["ra"], sky_table["dec"] = 150.0 + sky_table["x"] * 1e-5, 2.0 + sky_table["y"] * 1e-5
+    with pytest.raises(ValueError, match="sky positions need an image with a celestial WCS"):
+        plot(images, sky_table, position_columns=("ra", "dec"))
