@@ -321,7 +321,11 @@ def _add_simulate(subparsers):
     parser.add_argument("--n-jobs", type=int, default=1, help="worker processes")
     parser.add_argument("--star-density", type=float, help="stars per arcmin^2")
     parser.add_argument("--galaxy-density", type=float, help="galaxies per arcmin^2")
-    parser.add_argument("--variation", action="store_true", help="randomise PSF, profiles and sky per tile")
+    parser.add_argument(
+        "--variation",
+        action="store_true",
+        help="randomise PSF, profiles, sky, stellar spectra and reddening per tile",
+    )
     parser.set_defaults(run=_run_simulate)
 
 

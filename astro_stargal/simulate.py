@@ -40,8 +40,24 @@ use ``variation=True``: each field then draws its own PSF model (Airy+Gaussian
 jitter, Moffat with beta 2.5-5, or centrally obscured Airy+jitter) with a
 FWHM between about 0.09 and 0.16 arcsec, a sky level within +-20 percent of
 nominal per band, a different galaxy SED mix, and a population of
-single-Sersic galaxies (n = 0.5-5) alongside the bulge+disk ones. The drawn
-conditions are written to the headers and to the truth-table metadata.
+single-Sersic galaxies (n = 0.5-5) alongside the bulge+disk ones.
+
+Stars in such fields are not pure black bodies, so that a classifier cannot
+lean on the black-body colour locus (nominal fields keep black bodies): each
+star's spectrum is a black body times UV line blanketing blueward of
+450 nm (stronger for cooler stars), a Balmer jump at 364.6 nm (for about
+6500-15000 K, deepest near 9500 K), TiO troughs below 4200 K (495-560,
+620-720 and 760-800 nm, deepening as the star cools) and interstellar
+reddening, with random strengths per star. The stars' ``E(B-V)`` is
+exponential with a mean drawn per field between 0 and 0.15; galaxies get a
+smaller foreground ``E(B-V)`` (0-0.05) per field. Extinction follows
+Cardelli, Clayton & Mathis (1989) with ``R_V = 3.1``. The drawn r magnitude is
+the observed one, so dust changes colours, not r-band counts. The truth table
+of such a field gives stars ``sed_type = 'MBB'`` (modified black body) and has
+an extra ``ebv`` column (mag).
+
+The drawn conditions are written to the headers (``STARSED``, ``EBVSTAR`` and
+``EBVGAL`` for the stellar SEDs and reddening) and to the truth-table metadata.
 """
 
 import functools
@@ -109,6 +125,15 @@ _SERSIC_INDEX_STEP = 0.25  # quantised so GalSim can reuse its Sersic tables
 _PSF_OVERSAMPLING = 4
 _PSF_IMAGE_SIZE = 256  # oversampled pixels, i.e. 4.7 arcsec on a side
 _TILE_SPACING = 1.05  # tile centres are 5 percent further apart than the tile size
+_R_V = 3.1  # ratio of total to selective extinction, A_V / E(B-V)
+_STAR_SED_WAVELENGTHS_NM = np.linspace(200.0, 1150.0, 951)  # 1 nm steps for per-star SEDs
+_STAR_SED_CHUNK = 256  # stars per block of per-star SEDs: 1 MB float32 blocks stay in cache
+_UV_BLANKETING_ONSET_NM = 450.0
+_BALMER_LIMIT_NM = 364.6
+_TIO_BANDS_NM = ((495.0, 560.0), (620.0, 720.0), (760.0, 800.0))  # TiO band groups in g, r and i
+_TIO_EDGE_NM = 3.0
+_MAX_STAR_EBV_MEAN = 0.15
+_MAX_GALAXY_EBV = 0.05
 
 
 def _import_galsim():
@@ -204,6 +229,103 @@ def _star_colour_grid():
     return temperatures, fluxes / fluxes[:, [band_order().index("r")]]
 
 
+def _ccm89_extinction(wavelength_nm, r_v=_R_V):
+    """Return ``A_lambda / E(B-V)`` of the Cardelli, Clayton & Mathis (1989) curve.
+
+    The infrared (0.3-1.1 / micron), optical (1.1-3.3 / micron) and
+    ultraviolet (3.3-8 / micron) pieces of CCM89 (ApJ 345, 245, eqs. 2-5);
+    ``A_lambda / A_V = a(x) + b(x) / R_V`` with ``x`` in inverse microns, so
+    valid from 125 nm to 3.3 micron.
+    """
+    x = 1000.0 / np.asarray(wavelength_nm, dtype=float)
+    y = x - 1.82
+    optical_a = np.polynomial.polynomial.polyval(
+        y, [1.0, 0.17699, -0.50447, -0.02427, 0.72085, 0.01979, -0.77530, 0.32999]
+    )
+    optical_b = np.polynomial.polynomial.polyval(
+        y, [0.0, 1.41338, 2.28305, 1.07233, -5.38434, -0.62251, 5.30260, -2.09002]
+    )
+    far = np.clip(x - 5.9, 0.0, None)
+    uv_a = 1.752 - 0.316 * x - 0.104 / ((x - 4.67) ** 2 + 0.341) - 0.04473 * far**2 - 0.009779 * far**3
+    uv_b = -3.090 + 1.825 * x + 1.206 / ((x - 4.62) ** 2 + 0.263) + 0.2130 * far**2 + 0.1207 * far**3
+    a = np.select([x < 1.1, x <= 3.3], [0.574 * x**1.61, optical_a], uv_a)
+    b = np.select([x < 1.1, x <= 3.3], [-0.527 * x**1.61, optical_b], uv_b)
+    return r_v * a + b
+
+
+@functools.lru_cache(maxsize=1)
+def _stellar_absorption_profiles():
+    """Optical-depth profiles, per unit strength, of the departures from a black body.
+
+    Rows on `_STAR_SED_WAVELENGTHS_NM`: UV line blanketing (rising blueward of
+    450 nm), Balmer continuum (below 364.6 nm, falling as ``lambda**3``), TiO
+    troughs, and interstellar dust per unit ``E(B-V)``.
+    """
+    wavelength_nm = _STAR_SED_WAVELENGTHS_NM
+    blanketing = np.clip(_UV_BLANKETING_ONSET_NM / wavelength_nm - 1.0, 0.0, None)
+    balmer = np.where(wavelength_nm < _BALMER_LIMIT_NM, (wavelength_nm / _BALMER_LIMIT_NM) ** 3, 0.0)
+    tio = sum(
+        special.expit((wavelength_nm - blue) / _TIO_EDGE_NM)
+        * special.expit((red - wavelength_nm) / _TIO_EDGE_NM)
+        for blue, red in _TIO_BANDS_NM
+    )
+    dust = 0.4 * math.log(10.0) * _ccm89_extinction(wavelength_nm)
+    profiles = np.array([blanketing, balmer, tio, dust])
+    profiles.flags.writeable = False
+    return profiles
+
+
+def _modified_black_body_fluxes(temperature, strengths):
+    """Band fluxes relative to r of black bodies times ``exp(-strengths @ profiles)``.
+
+    ``strengths`` has one row per star and one column per profile of
+    `_stellar_absorption_profiles` (blanketing, Balmer, TiO, E(B-V)).
+    """
+    # Single precision: five times faster exponentials, errors below 1e-5 mag.
+    wavelength_nm = _STAR_SED_WAVELENGTHS_NM.astype(np.float32)
+    profiles = _stellar_absorption_profiles()
+    planck_per_temperature = (_PLANCK * _SPEED_OF_LIGHT / _BOLTZMANN * 1e9 / temperature).astype(np.float32)
+    wavelength_power = (wavelength_nm / 1000) ** -5
+    relative_flux = np.empty((len(temperature), len(CSST_BANDS)))
+    r_index = band_order().index("r")
+    for start in range(0, len(temperature), _STAR_SED_CHUNK):
+        block = slice(start, start + _STAR_SED_CHUNK)
+        black_body = wavelength_power / np.expm1(planck_per_temperature[block, None] / wavelength_nm)
+        optical_depth = (strengths[block] @ profiles).astype(np.float32)
+        flambda = black_body * np.exp(-optical_depth)
+        fluxes = _band_fluxes_of_sed(wavelength_nm, flambda).astype(float)
+        relative_flux[block] = fluxes / fluxes[:, [r_index]]
+    return relative_flux
+
+
+def _draw_stellar_absorption_strengths(rng, temperature, ebv_mean):
+    """Per-star strengths of the departures from a black body (columns as the profiles).
+
+    UV blanketing grows as ``T**-1.5`` towards cool stars (u-g about 0.5 mag
+    redder than a black body at 5800 K); the Balmer jump peaks near 9500 K
+    (about 1 mag at 364.6 nm, giving Vega-like NUV-u and u-g) and fades below
+    6500 K and above 15000 K; TiO troughs appear below 4200 K and deepen to
+    3000 K; ``E(B-V)`` is exponential with mean ``ebv_mean``. Each temperature
+    law is scaled by a per-star factor in [0.5, 1.5), standing in for
+    metallicity, gravity and spectral-type scatter.
+    """
+    scatter = rng.uniform(0.5, 1.5, size=(3, len(temperature)))
+    blanketing = 2.0 * scatter[0] * (5800.0 / temperature) ** 1.5
+    balmer = scatter[1] * np.exp(-0.5 * (np.log10(temperature / 9500.0) / 0.1) ** 2)
+    tio = 0.8 * scatter[2] * np.clip((4200.0 - temperature) / 1200.0, 0.0, 1.0)
+    ebv = rng.exponential(ebv_mean, size=len(temperature))
+    return np.column_stack([blanketing, balmer, tio, ebv])
+
+
+def _foreground_reddening(ebv):
+    """Band flux factors relative to r of ``E(B-V) = ebv`` on a flat-spectrum source."""
+    flat = _STAR_SED_WAVELENGTHS_NM**-2.0
+    dust = _stellar_absorption_profiles()[3]
+    factors = _band_fluxes_of_sed(_STAR_SED_WAVELENGTHS_NM, flat * np.exp(-ebv * dust))[0]
+    factors /= _band_fluxes_of_sed(_STAR_SED_WAVELENGTHS_NM, flat)[0]
+    return factors / factors[band_order().index("r")]
+
+
 def _interpolate_rows(x_grid, table, x):
     """Linearly interpolate each column of ``table`` (rows on ``x_grid``) at ``x``."""
     return np.column_stack([np.interp(x, x_grid, column) for column in table.T])
@@ -231,6 +353,9 @@ class _FieldConditions:
     sky_scale: dict = field(default_factory=lambda: dict.fromkeys(CSST_BANDS, 1.0))
     disk_sed_weights: tuple = _NOMINAL_DISK_SED_WEIGHTS
     single_sersic_fraction: float = 0.0
+    star_sed_model: str = "black_body"
+    star_ebv_mean: float = 0.0
+    galaxy_ebv: float = 0.0
 
 
 def _draw_field_conditions(rng, variation):
@@ -245,6 +370,9 @@ def _draw_field_conditions(rng, variation):
         sky_scale={name: float(rng.uniform(0.8, 1.2)) for name in band_order()},
         disk_sed_weights=tuple(float(w) for w in rng.dirichlet(np.full(4, 2.0))),
         single_sersic_fraction=float(rng.uniform(0.2, 0.8)),
+        star_sed_model="modified_black_body",
+        star_ebv_mean=float(rng.uniform(0.0, _MAX_STAR_EBV_MEAN)),
+        galaxy_ebv=float(rng.uniform(0.0, _MAX_GALAXY_EBV)),
     )
 
 
@@ -301,15 +429,24 @@ def _draw_magnitudes(rng, n, mag_range, slope):
     return np.log10(low + rng.uniform(size=n) * (high - low)) / slope
 
 
-def _draw_stars(rng, n):
+def _draw_stars(rng, n, conditions, sed_rng):
+    """Draw stars; their SED strengths come from ``sed_rng`` so the rest of the field does not move."""
     mag_r = _draw_magnitudes(rng, n, _R_BAND_RANGE_STARS, slope=0.12)
     # Beta(1.5, 4) in log T from 3000 K to 30000 K: mostly K and M dwarfs.
     temperature = 3000.0 * 10 ** rng.beta(1.5, 4.0, size=n)
-    temperature_grid, ratio_grid = _star_colour_grid()
-    relative_flux = _interpolate_rows(temperature_grid, ratio_grid, temperature)
+    if conditions.star_sed_model == "black_body":
+        temperature_grid, ratio_grid = _star_colour_grid()
+        relative_flux = _interpolate_rows(temperature_grid, ratio_grid, temperature)
+        ebv = np.zeros(n)
+    else:
+        strengths = _draw_stellar_absorption_strengths(sed_rng, temperature, conditions.star_ebv_mean)
+        relative_flux = _modified_black_body_fluxes(temperature, strengths)
+        ebv = strengths[:, 3]
+    # The drawn r magnitude is the observed one: dust changes colours, not the r counts.
     return {
         "mags": _fluxes_to_mags(relative_flux, mag_r),
         "temperature": temperature,
+        "ebv": ebv,
     }
 
 
@@ -374,6 +511,8 @@ def _draw_galaxies(rng, n, conditions):
     total_relative = bulge_relative + disk_relative
     with np.errstate(invalid="ignore", divide="ignore"):
         bulge_fraction_bands = np.nan_to_num(bulge_relative / total_relative)
+    if conditions.galaxy_ebv > 0:
+        total_relative = total_relative * _foreground_reddening(conditions.galaxy_ebv)
 
     disk_radius = half_light_radius / _composite_half_light_radius(bulge_fraction_r)
     return {
@@ -402,11 +541,11 @@ def _make_wcs(shape, ra, dec):
     return wcs
 
 
-def _draw_catalog(rng, shape, star_density, galaxy_density, conditions, wcs):
+def _draw_catalog(rng, sed_rng, shape, star_density, galaxy_density, conditions, wcs):
     area_arcmin2 = shape[0] * shape[1] * (PIXEL_SCALE / 60.0) ** 2
     n_stars = rng.poisson(star_density * area_arcmin2)
     n_galaxies = rng.poisson(galaxy_density * area_arcmin2)
-    stars = _draw_stars(rng, n_stars)
+    stars = _draw_stars(rng, n_stars, conditions, sed_rng)
     galaxies = _draw_galaxies(rng, n_galaxies, conditions)
     n_total = n_stars + n_galaxies
     x = rng.uniform(-0.5, shape[1] - 0.5, size=n_total)
@@ -434,8 +573,12 @@ def _draw_catalog(rng, shape, star_density, galaxy_density, conditions, wcs):
     truth["ellipticity"] = stack(zeros, 1 - galaxies["axis_ratio"])
     truth["position_angle"] = stack(zeros, galaxies["position_angle"]) * u.deg
     truth["temperature"] = stack(stars["temperature"], np.zeros(n_galaxies)) * u.K
-    truth["sed_type"] = np.concatenate([np.full(n_stars, "BB", dtype="U3"), galaxies["sed_type"]])
+    black_body = conditions.star_sed_model == "black_body"
+    star_sed_type = "BB" if black_body else "MBB"
+    truth["sed_type"] = np.concatenate([np.full(n_stars, star_sed_type, dtype="U3"), galaxies["sed_type"]])
     truth["compact"] = stack(np.zeros(n_stars, bool), galaxies["compact"])
+    if not black_body:
+        truth["ebv"] = stack(stars["ebv"], np.full(n_galaxies, conditions.galaxy_ebv)) * u.mag
     render = {
         "bulge_fraction_bands": np.concatenate(
             [np.zeros((n_stars, len(CSST_BANDS))), galaxies["bulge_fraction_bands"]]
@@ -556,6 +699,10 @@ def _band_header(band, wcs, conditions, band_psf, sky_rate, provenance):
     if conditions.psf_model == "moffat":
         header["PSFBETA"] = (round(conditions.moffat_beta, 4), "Moffat beta")
     header["PSFOBSC"] = (round(conditions.obscuration, 4), "Airy central obscuration")
+    if conditions.star_sed_model != "black_body":
+        header["STARSED"] = (conditions.star_sed_model, "stellar SED model")
+        header["EBVSTAR"] = (round(conditions.star_ebv_mean, 5), "[mag] mean stellar E(B-V) (exponential)")
+        header["EBVGAL"] = (round(conditions.galaxy_ebv, 5), "[mag] foreground E(B-V) of galaxies")
     header["APRAD"] = (DEPTH_APERTURE_RADIUS, "[px] radius of the depth aperture")
     header["APFRAC"] = (
         round(band_psf.aperture_fraction, 6),
@@ -625,7 +772,9 @@ def simulate_field(
         Sky position of the field centre in degrees (ICRS).
     variation : bool, optional
         If `True`, randomise the PSF model and width, sky level, galaxy SED
-        mix and galaxy profiles per field (see the module docstring).
+        mix and galaxy profiles per field, and give stars non-black-body
+        SEDs and both stars and galaxies interstellar reddening (see the
+        module docstring).
 
     Returns
     -------
@@ -668,11 +817,19 @@ def simulate_field(
         "package_version": _package_version(),
     }
 
-    seeds = np.random.SeedSequence(int(seed)).spawn(2 + len(CSST_BANDS))
+    # Streams: catalog, conditions, noise per band, then stellar SEDs (last, so
+    # that adding it left the earlier streams and so the nominal fields unchanged).
+    seeds = np.random.SeedSequence(int(seed)).spawn(3 + len(CSST_BANDS))
     conditions = _draw_field_conditions(np.random.default_rng(seeds[1]), variation)
     wcs = _make_wcs(shape, float(ra), float(dec))
     truth, render = _draw_catalog(
-        np.random.default_rng(seeds[0]), shape, star_density, galaxy_density, conditions, wcs
+        np.random.default_rng(seeds[0]),
+        np.random.default_rng(seeds[-1]),
+        shape,
+        star_density,
+        galaxy_density,
+        conditions,
+        wcs,
     )
     gsparams = galsim.GSParams(folding_threshold=1e-2, maxk_threshold=2e-3)
     images = {}

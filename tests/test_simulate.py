@@ -160,6 +160,89 @@ def test_variation_randomises_psf_and_records_conditions():
     assert np.all((np.array(fwhms) > 0.085) & (np.array(fwhms) < 0.165))
 
 
+def _black_body_colours(temperature):
+    """u-g and NUV-u of pure black bodies, from the simulator's nominal colour grid."""
+    temperature_grid, ratio_grid = simulate._star_colour_grid()
+    mags = -2.5 * np.log10(simulate._interpolate_rows(temperature_grid, ratio_grid, temperature))
+    nuv, u, g = (band_order().index(name) for name in ("NUV", "u", "g"))
+    return mags[:, u] - mags[:, g], mags[:, nuv] - mags[:, u]
+
+
+def test_nominal_field_reproduces_the_bundled_demo_truth_bit_for_bit():
+    data_dir = os.path.join(os.path.dirname(simulate.__file__), "data")
+    bundled = Table.read(os.path.join(data_dir, "demo_truth.ecsv"))
+    _, truth = simulate_field(simulate._DEMO_SIZE, seed=simulate._DEMO_SEED, bands=["r"])
+    assert truth.colnames == bundled.colnames
+    for name in bundled.colnames:
+        expected = np.asarray(bundled[name])
+        assert np.array_equal(np.asarray(truth[name]), expected, equal_nan=expected.dtype.kind == "f"), name
+
+
+def test_nominal_stars_are_pure_black_bodies(small_field):
+    _, truth = small_field
+    stars = truth[truth["label"] == "star"]
+    assert set(stars["sed_type"]) == {"BB"} and "ebv" not in truth.colnames
+    temperature = np.asarray(stars["temperature"])
+    black_body = simulate._modified_black_body_fluxes(temperature, np.zeros((len(stars), 4)))
+    expected = np.asarray(stars["mag_r"])[:, None] - 2.5 * np.log10(black_body)
+    mags = np.column_stack([np.asarray(stars[f"mag_{band}"]) for band in band_order()])
+    assert np.max(np.abs(mags - expected)) < 0.01
+
+
+def test_varied_stars_are_fainter_in_the_uv_than_black_bodies_and_cool_ones_most():
+    images, truth = simulate_field(256, seed=7, bands=["r"], star_density=3000, variation=True)
+    stars = truth[(truth["label"] == "star") & (truth["mag_NUV"] < 39)]
+    assert len(stars) > 200 and set(stars["sed_type"]) == {"MBB"}
+    black_body_u_g, black_body_nuv_u = _black_body_colours(np.asarray(stars["temperature"]))
+    u_g_excess = np.asarray(stars["mag_u"] - stars["mag_g"]) - black_body_u_g
+    nuv_u_excess = np.asarray(stars["mag_NUV"] - stars["mag_u"]) - black_body_nuv_u
+    cool = np.asarray(stars["temperature"]) < 4500
+    hot = np.asarray(stars["temperature"]) > 9000
+    assert cool.sum() > 50 and hot.sum() > 20
+    assert np.all(u_g_excess[cool] > 0.1) and np.all(nuv_u_excess[cool] > 0.4)
+    assert np.median(nuv_u_excess[cool]) > np.median(nuv_u_excess[hot]) + 0.3
+    assert np.std(nuv_u_excess[cool]) > 0.1, "strengths should vary from star to star"
+    ebv = np.asarray(truth["ebv"])
+    galaxies = truth["label"] == "galaxy"
+    assert truth["ebv"].unit == u.mag and np.all(ebv >= 0) and np.ptp(ebv[~galaxies]) > 0
+    assert np.all(ebv[galaxies] == truth.meta["field_conditions"]["galaxy_ebv"])
+    header = images["r"].header
+    assert header["STARSED"] == "modified_black_body"
+    assert header["EBVSTAR"] == pytest.approx(truth.meta["field_conditions"]["star_ebv_mean"], abs=1e-5)
+
+
+def test_varied_field_is_reproducible_by_seed_and_nominal_headers_lack_sed_keywords(small_field):
+    first_images, first_truth = simulate_field(
+        (64, 96), seed=5, bands=["u"], star_density=1000, variation=True
+    )
+    second_images, second_truth = simulate_field(
+        (64, 96), seed=5, bands=["u"], star_density=1000, variation=True
+    )
+    _, other_truth = simulate_field((64, 96), seed=6, bands=["u"], star_density=1000, variation=True)
+    assert first_images["u"].data.tobytes() == second_images["u"].data.tobytes()
+    assert first_truth.pformat(max_lines=-1, max_width=-1) == second_truth.pformat(max_lines=-1, max_width=-1)
+    assert not np.array_equal(first_truth["ebv"], other_truth["ebv"])
+    nominal_images, _ = small_field
+    assert "STARSED" not in nominal_images["u"].header and "EBVSTAR" not in nominal_images["u"].header
+
+
+def test_ccm89_extinction_is_r_v_at_v_and_rises_into_the_uv():
+    extinction = simulate._ccm89_extinction
+    assert extinction(550.0) == pytest.approx(3.1, abs=0.01)
+    assert extinction(440.0) - extinction(550.0) == pytest.approx(1.0, abs=0.03), "A_B - A_V = E(B-V)"
+    effective = [CSST_BANDS[band].effective_wavelength for band in band_order()]
+    assert np.all(np.diff(extinction(np.array(effective))) < 0), "extinction falls from NUV to y"
+    assert extinction(217.5) > extinction(250.0) > 2 * extinction(550.0), "2175 A bump in the UV"
+
+
+def test_foreground_reddening_dims_blue_bands_and_brightens_red_bands_relative_to_r():
+    factors = simulate._foreground_reddening(0.1)
+    r = band_order().index("r")
+    assert factors[r] == 1.0
+    assert np.all(np.diff(factors) > 0)
+    assert simulate._foreground_reddening(0.0) == pytest.approx(np.ones(len(factors)))
+
+
 def test_tiles_match_between_one_and_two_jobs_and_sit_at_distinct_positions(tmp_path):
     kwargs = {"size": 48, "seed": 9, "bands": ["u"]}
     serial = simulate_tiles(tmp_path / "serial", 2, n_jobs=1, **kwargs)
