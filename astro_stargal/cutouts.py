@@ -35,7 +35,7 @@ def stamp_origin(x, y, stamp_size):
     return np.ceil(x - half).astype(np.int64), np.ceil(y - half).astype(np.int64)
 
 
-def extract_stamps(data, x, y, stamp_size, *, mask=None, fill_value=np.nan):
+def extract_stamps(data, x, y, stamp_size, *, mask=None, fill_value=np.nan, out=None):
     """Cut square stamps centred on many sources at once.
 
     Parameters
@@ -50,6 +50,9 @@ def extract_stamps(data, x, y, stamp_size, *, mask=None, fill_value=np.nan):
         True (or non-zero) for bad pixels; they are replaced by ``fill_value``.
     fill_value : float, optional
         Value for pixels off the image or masked.
+    out : 3D float32 `~numpy.ndarray`, optional
+        ``(n_sources, stamp_size, stamp_size)`` array (a view is fine) to cut
+        the stamps into, instead of a new one.
 
     Returns
     -------
@@ -74,14 +77,20 @@ def extract_stamps(data, x, y, stamp_size, *, mask=None, fill_value=np.nan):
     x0, y0 = stamp_origin(np.where(finite, x, -stamp_size), np.where(finite, y, -stamp_size), stamp_size)
     inside = finite & (x0 >= 0) & (y0 >= 0) & (x0 + stamp_size <= nx) & (y0 + stamp_size <= ny)
 
-    stamps = np.full((n_sources, stamp_size, stamp_size), fill_value, dtype=np.float32)
+    if out is None:
+        out = np.empty((n_sources, stamp_size, stamp_size), dtype=np.float32)
+    stamps = out
     on_image = np.zeros((n_sources, stamp_size, stamp_size), dtype=bool)
 
     # Sources whose stamp lies wholly on the image: one strided gather, no padding.
-    if inside.any():
-        windows = np.lib.stride_tricks.sliding_window_view(data, (stamp_size, stamp_size))
-        stamps[inside] = windows[y0[inside], x0[inside]]
-        on_image[inside] = True
+    if inside.all() and n_sources:
+        stamps[...] = _windows(data, stamp_size)[y0, x0]
+        on_image[...] = True
+    else:
+        stamps[~finite] = fill_value
+        if inside.any():
+            stamps[inside] = _windows(data, stamp_size)[y0[inside], x0[inside]]
+            on_image[inside] = True
 
     # Sources at or beyond an edge: clip the indices, then pad what is off the image.
     edge = finite & ~inside
@@ -102,3 +111,8 @@ def extract_stamps(data, x, y, stamp_size, *, mask=None, fill_value=np.nan):
         masked, _ = extract_stamps(bad, x, y, stamp_size, fill_value=0)
         stamps[masked > 0] = fill_value
     return stamps, on_image
+
+
+def _windows(data, stamp_size):
+    """Every ``stamp_size``-square window of ``data``, as a strided view (no copy)."""
+    return np.lib.stride_tricks.sliding_window_view(data, (stamp_size, stamp_size))

@@ -251,7 +251,9 @@ def build_training_set(
     tasks = [(field, tuple(bands), stamp_size, label_column) for field in fields]
     with tqdm(total=len(tasks), disable=progress is False, unit="field", desc="preparing fields") as bar:
         if n_jobs > 1 and len(tasks) > 1:
-            with get_context("spawn").Pool(min(n_jobs, len(tasks))) as pool:
+            with get_context("spawn").Pool(
+                min(n_jobs, len(tasks)), initializer=torch.set_num_threads, initargs=(1,)
+            ) as pool:
                 parts = []
                 for part in pool.imap(_prepare_field, tasks):
                     parts.append(part)

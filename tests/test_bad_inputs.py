@@ -113,8 +113,10 @@ def test_duplicate_rows_are_each_classified_identically(classify, field):
     table.add_row(table[2])
     result = classify(table, field.images())
     assert len(result) == 6
-    assert result["p_star"][4] == result["p_star"][0]
-    assert result["p_star"][5] == result["p_star"][2]
+    # Identical inputs; CPU convolution kernels may round a row differently by its place in the
+    # batch, so equal to float32 rounding rather than bit for bit.
+    np.testing.assert_allclose(result["p_star"][[4, 5]], result["p_star"][[0, 2]], rtol=1e-5)
+    np.testing.assert_array_equal(result["sg_flags"][[4, 5]], result["sg_flags"][[0, 2]])
 
 
 # --- where the sources are ----------------------------------------------------------------------

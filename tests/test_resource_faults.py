@@ -16,11 +16,11 @@ def test_out_of_memory_halves_the_batch_once_and_keeps_every_result(classify, fi
     real_forward = inference._forward
     calls = []
 
-    def forward_that_fits_16_sources(model, stamps, catalog, on_gpu):
-        calls.append(len(stamps))
-        if len(stamps) > 16:
+    def forward_that_fits_16_sources(model, batch, constants, device_images=None):
+        calls.append(len(batch))
+        if len(batch) > 16:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
-        return real_forward(model, stamps, catalog, on_gpu)
+        return real_forward(model, batch, constants, device_images)
 
     monkeypatch.setattr(inference, "_forward", forward_that_fits_16_sources)
     with warnings.catch_warnings(record=True) as caught:

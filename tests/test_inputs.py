@@ -1,0 +1,151 @@
+"""The two preparation kernels (NumPy on the CPU, PyTorch on a GPU) give the same network inputs."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from astropy.nddata import NDData
+from astropy.table import Table
+
+from astro_stargal.features import _local_background, _local_background_torch
+from astro_stargal.flags import SourceFlag
+from astro_stargal.images import read_images
+from astro_stargal.inputs import (
+    BandConstants,
+    DeviceImages,
+    RawStamps,
+    _finish_numpy,
+    _finish_torch,
+    cut_stamps,
+    locate_sources,
+    prepare_inputs,
+    shared_grids,
+)
+from astro_stargal.positions import SourcePositions
+
+STAMP = 32
+
+
+@pytest.fixture(scope="module")
+def awkward_sources(make_field, bands):
+    """A field and pixel positions that exercise every flag: edges, masks, NaN, saturation, missing bands."""
+    field = make_field(
+        (120, 120),
+        [
+            (40.3, 50.7, 5000.0, 0.9),
+            (80.0, 30.0, 9000.0, 2.5),
+            (60.5, 90.2, 200.0, 1.2),
+            (30.0, 30.0, 9e5, 0.8),
+        ],
+        seed=3,
+    )
+    pairs = field.pairs()
+    # A NaN blob in g, a masked column in i (through a mask), and the r band left out.
+    g_data = pairs["g"][0]
+    g_data[48:52, 38:42] = np.nan
+    i_data, i_wcs = pairs["i"]
+    mask = np.zeros(i_data.shape, dtype=bool)
+    mask[:, 79:81] = True
+    images = {band: pair for band, pair in pairs.items() if band != "r"}
+    images["i"] = NDData(i_data, wcs=i_wcs, mask=mask)
+    band_images = read_images(images, bands, zeropoints=field.zeropoints)
+    band_images["z"] = dataclasses.replace(band_images["z"], saturation=5000.0)
+    rng = np.random.default_rng(5)
+    x = np.concatenate([[40.3, 80.0, 60.5, 30.0, 2.0, 119.4, -3.0, 500.0, np.nan], rng.uniform(-10, 130, 60)])
+    y = np.concatenate([[50.7, 30.0, 90.2, 30.0, 60.0, 118.9, 5.0, 10.0, 4.0], rng.uniform(-10, 130, 60)])
+    valid = np.isfinite(x)
+    positions = SourcePositions(sky=None, x=np.where(valid, x, np.nan), y=y, valid=valid)
+    return band_images, positions
+
+
+def test_torch_kernel_equals_numpy_kernel(awkward_sources, bands):
+    band_images, positions = awkward_sources
+    raw = cut_stamps(band_images, positions, bands, STAMP)
+    constants = BandConstants.from_images(band_images, bands)
+
+    reference = _finish_numpy(raw, constants)
+    result = _finish_torch(raw, constants).numpy()
+
+    np.testing.assert_array_equal(result.flags, reference.flags)
+    np.testing.assert_allclose(result.catalog, reference.catalog, rtol=2e-5, atol=2e-5)
+    np.testing.assert_allclose(result.stamps, reference.stamps, rtol=1e-5, atol=1e-5)
+    # Every flag is exercised by this field, so the comparison covers each rule.
+    seen = np.bitwise_or.reduce(reference.flags)
+    for flag in SourceFlag:
+        if flag is not SourceFlag.TILE_FAILED and flag is not SourceFlag.LOW_SNR:
+            assert seen & flag, f"{flag.name} not exercised"
+
+
+def test_torch_background_is_the_numpy_nan_median():
+    rng = np.random.default_rng(0)
+    stamps = rng.normal(size=(6, STAMP, STAMP)).astype(np.float32)
+    stamps[1, :4] = np.nan  # some ring pixels unusable
+    stamps[2] = np.nan  # none usable: background 0
+    stamps[3, ::2] = np.nan  # an even count of usable ring pixels
+    stamps[4, 0, 0] = np.inf
+
+    expected = _local_background(stamps)
+    result = _local_background_torch(torch.from_numpy(stamps)).numpy()
+
+    np.testing.assert_allclose(result[[0, 1, 3, 5]], expected[[0, 1, 3, 5]], rtol=1e-6)
+    assert result[2] == expected[2] == 0.0
+
+
+def test_prepare_inputs_gives_numpy_whatever_the_device(awkward_sources, bands):
+    band_images, positions = awkward_sources
+    inputs = prepare_inputs(band_images, positions, bands, STAMP)
+    assert isinstance(inputs.stamps, np.ndarray)
+    assert inputs.stamps.shape == (len(positions), 2 * len(bands), STAMP, STAMP)
+
+
+def test_raw_stamps_slice_and_concatenate_back(awkward_sources, bands):
+    band_images, positions = awkward_sources
+    raw = cut_stamps(band_images, positions, bands, STAMP)
+    joined = RawStamps.concatenate([raw[:10], raw[10:25], raw[25:]])
+    for name in ("pixels", "x_in_stamp", "y_in_stamp", "origin", "centre_on_image", "position_valid"):
+        torch.testing.assert_close(getattr(joined, name), getattr(raw, name), equal_nan=True)
+
+
+def test_bands_on_one_grid_are_transformed_once(field, bands):
+    band_images = read_images(field.images(), bands)
+    assert set(shared_grids(band_images, bands).values()) == {bands[0]}
+    shifted = field.images()
+    shifted["y"].header["CRPIX1"] += 3.0
+    band_images = read_images(shifted, bands)
+    same = shared_grids(band_images, bands)
+    assert same["y"] == "y"
+    assert same["z"] == bands[0]
+
+
+def test_stamps_cut_on_the_device_equal_stamps_cut_by_numpy(awkward_sources, bands):
+    band_images, positions = awkward_sources
+    expected = cut_stamps(band_images, positions, bands, STAMP)
+    located = locate_sources(band_images, positions, bands, STAMP)
+    assert located.pixels is None
+    result = DeviceImages(band_images, bands, STAMP, "cpu").cut(located)
+    torch.testing.assert_close(result.pixels, expected.pixels, equal_nan=True, rtol=0, atol=0)
+
+
+def test_device_images_do_not_claim_a_cpu(awkward_sources):
+    band_images, _ = awkward_sources
+    assert not DeviceImages.fit(band_images, "cpu")
+
+
+def test_classifying_from_device_held_images_gives_the_same_results(classify, wide_field_table, monkeypatch):
+    """The GPU's path (images held on the device, stamps cut there) run on the CPU."""
+    table, images, zeropoints = wide_field_table
+    reference = classify(table, images, batch_size=8, zeropoints=zeropoints)
+    monkeypatch.setattr(DeviceImages, "fit", staticmethod(lambda band_images, device, fraction=0.25: True))
+    result = classify(table, images, batch_size=8, zeropoints=zeropoints)
+    np.testing.assert_array_equal(result["p_star"], reference["p_star"])
+    np.testing.assert_array_equal(result["sg_flags"], reference["sg_flags"])
+
+
+@pytest.fixture
+def wide_field_table(field):
+    rng = np.random.default_rng(2)
+    ny, nx = field.shape
+    x = np.concatenate([field.x, rng.uniform(-20, nx + 20, 40), [np.nan]])
+    y = np.concatenate([field.y, rng.uniform(-20, ny + 20, 40), [3.0]])
+    return Table({"x": x, "y": y}), field.pairs(), field.zeropoints
