@@ -144,6 +144,21 @@ class RawStamps:
         ``(n_sources, n_bands)``: the source centre falls on a pixel of the image.
     position_valid : 1D bool `torch.Tensor`
         False where the table's position is bad.
+
+    Examples
+    --------
+    >>> from astro_stargal.images import read_images
+    >>> from astro_stargal.positions import SourcePositions
+    >>> rng = np.random.default_rng(1)
+    >>> images = read_images({"r": (rng.normal(size=(64, 64)), None)}, ["g", "r"],
+    ...                      zeropoints={"r": 25.0})
+    >>> where = SourcePositions(sky=None, x=np.array([30.0, 2.0]), y=np.array([30.0, 40.0]),
+    ...                         valid=np.array([True, True]))
+    >>> raw = cut_stamps(images, where, ["g", "r"], 32)
+    >>> tuple(raw.pixels.shape), len(raw[1:])
+    ((2, 2, 32, 32), 1)
+    >>> bool(raw.pixels[:, 0].isnan().all())  # no g image
+    True
     """
 
     pixels: torch.Tensor
@@ -190,6 +205,16 @@ class BandConstants:
         Sky noise, AB zero point and saturation level (placeholders where unavailable).
     shape : 2D int64 `torch.Tensor`
         ``(n_bands, 2)`` image shape ``(ny, nx)`` (0 where unavailable).
+
+    Examples
+    --------
+    >>> from astro_stargal.images import read_images
+    >>> rng = np.random.default_rng(1)
+    >>> images = read_images({"r": (rng.normal(size=(64, 64)), None)}, ["g", "r"],
+    ...                      zeropoints={"r": 25.0})
+    >>> constants = BandConstants.from_images(images, ["g", "r"])
+    >>> constants.available.tolist(), constants.shape.tolist()
+    ([False, True], [[0, 0], [64, 64]])
     """
 
     available: torch.Tensor
@@ -293,6 +318,19 @@ def locate_sources(band_images, positions, bands, stamp_size, *, same_grid=None,
     raw : `RawStamps`
         With ``pixels`` None. Sources without a finite position get stamp
         origins far off every image.
+
+    Examples
+    --------
+    >>> from astro_stargal.images import read_images
+    >>> from astro_stargal.positions import SourcePositions
+    >>> rng = np.random.default_rng(1)
+    >>> images = read_images({"r": (rng.normal(size=(64, 64)), None)}, ["g", "r"],
+    ...                      zeropoints={"r": 25.0})
+    >>> where = SourcePositions(sky=None, x=np.array([30.0, 2.0]), y=np.array([30.0, 40.0]),
+    ...                         valid=np.array([True, True]))
+    >>> raw = locate_sources(images, where, ["g", "r"], 32)
+    >>> raw.pixels is None, raw.origin[:, 1].tolist(), raw.x_in_stamp[:, 1].tolist()
+    (True, [[14, 14], [-14, 24]], [16.0, 16.0])
     """
     return _locate(band_images, positions, bands, stamp_size, same_grid, pin_memory)[0]
 
@@ -358,6 +396,19 @@ def cut_stamps(band_images, positions, bands, stamp_size, *, same_grid=None, pin
     Returns
     -------
     raw : `RawStamps`
+
+    Examples
+    --------
+    >>> from astro_stargal.images import read_images
+    >>> from astro_stargal.positions import SourcePositions
+    >>> rng = np.random.default_rng(1)
+    >>> images = read_images({"r": (rng.normal(size=(64, 64)), None)}, ["g", "r"],
+    ...                      zeropoints={"r": 25.0})
+    >>> where = SourcePositions(sky=None, x=np.array([30.0, 2.0]), y=np.array([30.0, 40.0]),
+    ...                         valid=np.array([True, True]))
+    >>> raw = cut_stamps(images, where, ["g", "r"], 32)
+    >>> int(raw.pixels[1, 1].isnan().sum())  # the second source's stamp runs 14 columns off the image
+    448
     """
     raw, pixel_positions = _locate(band_images, positions, bands, stamp_size, same_grid, pin_memory)
     pixels = torch.empty((len(positions), len(bands), stamp_size, stamp_size), pin_memory=pin_memory)
@@ -387,6 +438,20 @@ class DeviceImages:
     bands : sequence of str
     stamp_size : int
     device : `torch.device`
+
+    Examples
+    --------
+    >>> from astro_stargal.images import read_images
+    >>> from astro_stargal.positions import SourcePositions
+    >>> rng = np.random.default_rng(1)
+    >>> images = read_images({"r": (rng.normal(size=(64, 64)), None)}, ["g", "r"],
+    ...                      zeropoints={"r": 25.0})
+    >>> where = SourcePositions(sky=None, x=np.array([30.0, 2.0]), y=np.array([30.0, 40.0]),
+    ...                         valid=np.array([True, True]))
+    >>> on_device = DeviceImages(images, ["g", "r"], 32, "cpu")  # "cuda" in use
+    >>> raw = on_device.cut(locate_sources(images, where, ["g", "r"], 32))
+    >>> torch.equal(raw.pixels.nan_to_num(), cut_stamps(images, where, ["g", "r"], 32).pixels.nan_to_num())
+    True
     """
 
     #: Rows of an image converted and copied at a time (bounds the host memory used).
@@ -462,6 +527,20 @@ def finish_inputs(raw, constants):
     -------
     inputs : `PreparedInputs`
         NumPy arrays for CPU input, tensors on the device otherwise.
+
+    Examples
+    --------
+    >>> from astro_stargal.images import read_images
+    >>> from astro_stargal.positions import SourcePositions
+    >>> rng = np.random.default_rng(1)
+    >>> images = read_images({"r": (rng.normal(size=(64, 64)), None)}, ["g", "r"],
+    ...                      zeropoints={"r": 25.0})
+    >>> where = SourcePositions(sky=None, x=np.array([30.0, 2.0]), y=np.array([30.0, 40.0]),
+    ...                         valid=np.array([True, True]))
+    >>> raw = cut_stamps(images, where, ["g", "r"], 32)
+    >>> inputs = finish_inputs(raw, BandConstants.from_images(images, ["g", "r"]))
+    >>> inputs.stamps.shape, inputs.flags.tolist()  # BAND_MISSING | LOW_SNR (noise only), and PARTIAL_OVERLAP
+    ((2, 4, 32, 32), [40, 42])
     """
     if raw.pixels.device.type == "cpu":
         return _finish_numpy(raw, constants)

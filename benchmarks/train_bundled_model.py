@@ -19,6 +19,7 @@ Steps:
 Usage::
 
     python benchmarks/train_bundled_model.py WORK [--n-jobs 16] [--device cuda] [--max-minutes 4]
+        [--variants fused,image,catalog] [--skies-only | --skip-skies]
 """
 
 import argparse
@@ -43,7 +44,7 @@ FULL = {
     "test_tiles": 16,
     "test_size": 1024,
     "backbone": "resnet50",
-    "epochs": 18,
+    "epochs": 60,
 }
 QUICK = {
     "train_tiles": 3,
@@ -91,7 +92,7 @@ def train_variant(work, variant, config, device, max_minutes):
     """Train one variant and evaluate it on both test skies (run in its own process)."""
     provenance = {
         "simulator": f"astro_stargal.simulate.simulate_tiles(OUT, {config['train_tiles']}, size={config['train_size']}, seed={TRAIN_SEED}, variation=True)",
-        "train_call": f"astro_stargal.train.train(OUT, RUN, init='random', backbone='{config['backbone']}', branches={VARIANTS[variant]}, epochs={config['epochs']}, seed=0)",
+        "train_call": f"astro_stargal.train.train(OUT, RUN, init='random', backbone='{config['backbone']}', branches={VARIANTS[variant]}, epochs={config['epochs']}, patience=12, seed=0, max_minutes={max_minutes})",
         "recipe": "benchmarks/train_bundled_model.py",
     }
     weights_dir = train(
@@ -101,6 +102,7 @@ def train_variant(work, variant, config, device, max_minutes):
         backbone=config["backbone"],
         branches=VARIANTS[variant],
         epochs=config["epochs"],
+        patience=12,
         seed=0,
         device=device,
         cache=work / "training_set.npz",
@@ -127,6 +129,8 @@ def main(argv=None):
     parser.add_argument("--device")
     parser.add_argument("--max-minutes", type=float, default=4.0, help="training wall-clock budget per model")
     parser.add_argument("--variants", default="fused,image,catalog")
+    parser.add_argument("--skies-only", action="store_true", help="simulate the skies, then stop")
+    parser.add_argument("--skip-skies", action="store_true", help="reuse the skies already in WORK")
     parser.add_argument("--only-variant", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     config = QUICK if args.quick else FULL
@@ -136,7 +140,10 @@ def main(argv=None):
         train_variant(args.work, args.only_variant, config, args.device, args.max_minutes)
         return
 
-    make_skies(args.work, config, args.n_jobs)
+    if not args.skip_skies:
+        make_skies(args.work, config, args.n_jobs)
+    if args.skies_only:
+        return
     started = time.perf_counter()
     fields = labelled_fields(args.work / "train_sky")
     data = build_training_set(
