@@ -64,7 +64,7 @@ def classify_sources(
     device : str or `torch.device`, optional
         Default: CUDA if available, then Apple MPS, then CPU.
     batch_size : int, optional
-        Network batch size (default 4096 on a GPU, 256 on a CPU; halved on a
+        Network batch size (default 8192 on a GPU, 256 on a CPU; halved on a
         GPU out-of-memory error).
     progress : bool, optional
         Progress bar; by default shown for 5000 sources or more.

@@ -72,7 +72,7 @@ def default_batch_size(device):
     >>> default_batch_size(torch.device("cpu"))
     256
     """
-    return 4096 if device.type == "cuda" else 256
+    return 8192 if device.type == "cuda" else 256
 
 
 def default_workers(device):
