@@ -1,9 +1,13 @@
 """Print the Markdown tables of docs/model_card.md from the held-out evaluation results.
 
 The results are the ``test_metrics.json`` files that
-``benchmarks/train_bundled_model.py`` writes for each variant (fused,
-image-only, catalog-only); copies from the run behind the bundled weights live
-in ``benchmarks/results/``.
+``benchmarks/train_bundled_model.py`` writes for each variant, and the
+``cpu_current_skies.json`` files that ``benchmarks/evaluate_model.py --json``
+wrote on the 2-core CPU; copies live in ``benchmarks/results/``:
+
+* ``fused/``: the bundled model (stellar-SED variety in training);
+* ``previous_fused/``, ``image/``, ``catalog/``: the previous bundled model and
+  the paper's ablation, trained on the earlier set with black-body stars.
 
 Usage::
 
@@ -14,22 +18,31 @@ import json
 import sys
 from pathlib import Path
 
-SKIES = {"test_sky": "nominal CSST (seed 99)", "test_sky_varied": "varied PSF/sky/profiles (seed 98)"}
-VARIANTS = {"fused": "fused (bundled)", "image": "image only (ResNet-50)", "catalog": "catalog only (BiLSTM)"}
+SKIES = {"test_sky": "nominal CSST (seed 99)", "test_sky_varied": "varied (seed 98)"}
+ABLATION = {
+    "previous_fused": "fused (previous bundled model)",
+    "image": "image only (ResNet-50)",
+    "catalog": "catalog only (BiLSTM)",
+}
+MODELS = {"fused": "bundled (stellar-SED variety)", "previous_fused": "previous (black-body stars)"}
 
 
 def _percent(value):
     return "n/a" if value != value else f"{100 * value:.2f}%"
 
 
-def acceptance_table(results):
-    lines = [
-        "| model | test sky | stars r<25 (n) | star recall r<25 | galaxies r<25 (n) | galaxy recall r<25 | galaxy recall z>1.5, r<25 | ECE | AUC |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for variant, label in VARIANTS.items():
+HEADER = (
+    "| model | test sky | stars r<25 (n) | star recall r<25 | galaxies r<25 (n) | galaxy recall r<25 "
+    "| galaxy recall z>1.5, r<25 | ECE | AUC |\n|---|---|---|---|---|---|---|---|---|"
+)
+
+
+def acceptance_table(results, labels):
+    """One row per model and sky: ``results[model][sky]`` summaries, ``labels[model]`` names."""
+    lines = [HEADER]
+    for model, label in labels.items():
         for sky, sky_label in SKIES.items():
-            s = results[variant][sky]
+            s = results[model][sky]
             lines.append(
                 f"| {label} | {sky_label} | {s['n_star_r_lt_25']} | {_percent(s['star_recall_r_lt_25'])} | "
                 f"{s['n_galaxy_r_lt_25']} | {_percent(s['galaxy_recall_r_lt_25'])} | "
@@ -48,17 +61,25 @@ def magnitude_table(summary):
     return "\n".join(lines)
 
 
+def _load(directory, name, filename):
+    return json.loads((directory / name / filename).read_text())
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     directory = Path(argv[0] if argv else Path(__file__).parent / "results")
-    results = {
-        variant: json.loads((directory / variant / "test_metrics.json").read_text()) for variant in VARIANTS
-    }
-    print("### Held-out acceptance figures\n")
-    print(acceptance_table(results))
+    print("### Held-out acceptance figures (NVIDIA H100)\n")
+    print(acceptance_table({"fused": _load(directory, "fused", "test_metrics.json")}, {"fused": "bundled"}))
+    print("\n### Bundled and previous model on the same skies (2-core CPU)\n")
+    current = {model: _load(directory, model, "cpu_current_skies.json") for model in MODELS}
+    print(acceptance_table(current, MODELS))
+    print("\n### The paper's ablation (previous training set, black-body stars; NVIDIA H100)\n")
+    ablation = {model: _load(directory, model, "test_metrics.json") for model in ABLATION}
+    print(acceptance_table(ablation, ABLATION))
+    fused = _load(directory, "fused", "test_metrics.json")
     for sky, sky_label in SKIES.items():
-        print(f"\n### Recall per r-magnitude bin, fused model, {sky_label}\n")
-        print(magnitude_table(results["fused"][sky]))
+        print(f"\n### Recall per r-magnitude bin, bundled model, {sky_label}\n")
+        print(magnitude_table(fused[sky]))
 
 
 if __name__ == "__main__":
