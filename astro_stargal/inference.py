@@ -130,9 +130,9 @@ def predict_sources(
     progress : bool, optional
         Show a progress bar (default: for `PROGRESS_MIN_SOURCES` sources or more).
     chunk_size : int, optional
-        Sources cut at a time by one worker.
+        Sources prepared at a time by one worker.
     workers : int, optional
-        Threads cutting chunks (default `default_workers`); 0 cuts in
+        Threads preparing chunks (default `default_workers`); 0 prepares in
         the calling thread, between network batches.
 
     Returns
