@@ -54,6 +54,8 @@ CENTRAL_HALF_WIDTH = 2
 #: Stamp origins are clipped to this many pixels, so far-off positions fit in int32.
 _ORIGIN_LIMIT = 2**30
 
+_NUMPY_DTYPES = {torch.float32: np.float32, torch.int32: np.int32, torch.bool: np.bool_}
+
 
 @dataclass
 class PreparedInputs:
@@ -342,7 +344,7 @@ def _locate(band_images, positions, bands, stamp_size, same_grid, pin_memory=Fal
     n_sources, n_bands = len(positions), len(bands)
 
     def zeros(shape, dtype):
-        return torch.zeros(shape, dtype=dtype, pin_memory=pin_memory)
+        return _host_array(shape, dtype, pin_memory).zero_()
 
     tensors = RawStamps(
         pixels=None,
@@ -411,7 +413,7 @@ def cut_stamps(band_images, positions, bands, stamp_size, *, same_grid=None, pin
     448
     """
     raw, pixel_positions = _locate(band_images, positions, bands, stamp_size, same_grid, pin_memory)
-    pixels = torch.empty((len(positions), len(bands), stamp_size, stamp_size), pin_memory=pin_memory)
+    pixels = _host_array((len(positions), len(bands), stamp_size, stamp_size), torch.float32, pin_memory)
     pixel_view = pixels.numpy()
     for index, band in enumerate(bands):
         image = band_images.get(band)
@@ -710,6 +712,13 @@ def prepare_inputs(band_images, positions, bands, stamp_size, *, device="cpu"):
     raw = cut_stamps(band_images, positions, bands, stamp_size).to(device)
     inputs = finish_inputs(raw, BandConstants.from_images(band_images, bands))
     return inputs.numpy()
+
+
+def _host_array(shape, dtype, pin_memory):
+    """An uninitialised CPU tensor: page-locked, or NumPy-allocated (so that memory tracing sees it)."""
+    if pin_memory:
+        return torch.empty(shape, dtype=dtype, pin_memory=True)
+    return torch.from_numpy(np.empty(shape, dtype=_NUMPY_DTYPES[dtype]))
 
 
 def _centre_on_image(x, y, shape):
