@@ -289,7 +289,7 @@ def shared_grids(band_images, bands):
         image = band_images.get(band)
         if image is None:
             continue
-        key = None if image.wcs is None else image.wcs.to_header_string(relax=True)
+        key = _grid_key(image.wcs)
         match = next((first for first, first_key in seen if first_key == key), None)
         if match is None:
             seen.append((band, key))
@@ -712,6 +712,19 @@ def prepare_inputs(band_images, positions, bands, stamp_size, *, device="cpu"):
     raw = cut_stamps(band_images, positions, bands, stamp_size).to(device)
     inputs = finish_inputs(raw, BandConstants.from_images(band_images, bands))
     return inputs.numpy()
+
+
+def _grid_key(wcs):
+    """What identifies a pixel grid: the full header (SIP included), or the object itself.
+
+    Lookup-table distortions are not in the header, so a WCS that has them shares
+    its grid with no other.
+    """
+    if wcs is None:
+        return None
+    if any(getattr(wcs, name, None) is not None for name in ("cpdis1", "cpdis2", "det2im1", "det2im2")):
+        return id(wcs)
+    return wcs.to_header_string(relax=True)
 
 
 def _host_array(shape, dtype, pin_memory):
