@@ -5,14 +5,18 @@ by evaluation alike. It runs in two stages, which the inference loop also runs
 apart:
 
 1. `cut_stamps` (NumPy, on CPU threads): each source's position on each
-   band's pixel grid, and its raw stamp (`~astro_stargal.cutouts.extract_stamps`),
-   NaN where a pixel is off the image, masked or not finite. Only memory
-   gathers: the part of the work that has to touch the images.
-2. `finish_inputs` (PyTorch, on the model's device): the flags, the catalog
-   features (`~astro_stargal.features.measure_features`) and the normalised
-   stamps ``asinh((pixel - local background) / (3 * sky noise))``, so that the
-   network sees signal-to-noise maps whatever the image units. On a GPU this
-   arithmetic runs beside the network instead of on the CPU cores.
+   band's pixel grid (`locate_sources`), and its raw stamp
+   (`~astro_stargal.cutouts.extract_stamps`), NaN where a pixel is off the
+   image, masked or not finite. Only memory gathers: the part of the work that
+   has to touch the images. On a GPU with room for the images,
+   `DeviceImages` cuts the stamps there instead.
+2. `finish_inputs`: the flags, the catalog features and the normalised stamps
+   ``asinh((pixel - local background) / (3 * sky noise))``, so that the
+   network sees signal-to-noise maps whatever the image units. On the CPU this
+   is the NumPy reference (`~astro_stargal.features.measure_features`); on a
+   GPU the same arithmetic in PyTorch
+   (`~astro_stargal.features.measure_features_torch`) runs beside the
+   network. The test suite holds the two equal to float32 rounding.
 
 Pixels that are off the image, NaN, infinite or masked are set to 0 and marked
 0 in a validity channel; a band that is missing for a source has both channels
