@@ -61,8 +61,44 @@ _ORIGIN_LIMIT = 2**30
 _NUMPY_DTYPES = {torch.float32: np.float32, torch.int32: np.int32, torch.bool: np.bool_}
 
 
+def _field_values(record):
+    return tuple(getattr(record, item.name) for item in fields(record))
+
+
+def _map_fields(record, function):
+    """A copy of the dataclass ``record`` with ``function`` applied to every field that is not None."""
+    return type(record)(*(None if value is None else function(value) for value in _field_values(record)))
+
+
+class _SourceRows:
+    """Slicing, device moves and joining for a dataclass whose fields hold one row per source."""
+
+    def __getitem__(self, rows):
+        """The sources in ``rows`` (views for a slice)."""
+        return _map_fields(self, lambda part: part[rows])
+
+    def to(self, device, *, non_blocking=False):
+        """Tensors on ``device`` (copied asynchronously from pinned memory when ``non_blocking``)."""
+        return _map_fields(self, lambda part: torch.as_tensor(part).to(device, non_blocking=non_blocking))
+
+    @classmethod
+    def concatenate(cls, parts):
+        """Join the sources of several records (all NumPy or all tensors), in order."""
+        if len(parts) == 1:
+            return parts[0]
+        columns = zip(*(_field_values(part) for part in parts), strict=True)
+        return cls(*(_join(column) for column in columns))
+
+
+def _join(column):
+    """Concatenate one field's values from several records (None stays None)."""
+    if column[0] is None:
+        return None
+    return torch.cat(column) if torch.is_tensor(column[0]) else np.concatenate(column)
+
+
 @dataclass
-class PreparedInputs:
+class PreparedInputs(_SourceRows):
     """Network inputs for a batch of sources (NumPy arrays or tensors).
 
     Attributes
@@ -102,38 +138,13 @@ class PreparedInputs:
     def __len__(self):
         return len(self.flags)
 
-    def __getitem__(self, rows):
-        """The sources in ``rows`` (views for a slice)."""
-        return PreparedInputs(self.stamps[rows], self.catalog[rows], self.flags[rows])
-
-    def to(self, device, *, non_blocking=False):
-        """Tensors on ``device``."""
-        return PreparedInputs(
-            *(torch.as_tensor(part).to(device, non_blocking=non_blocking) for part in self._parts())
-        )
-
     def numpy(self):
         """NumPy arrays (copied from the device if need be)."""
-        return PreparedInputs(
-            *(np.asarray(part.cpu()) if torch.is_tensor(part) else part for part in self._parts())
-        )
-
-    @classmethod
-    def concatenate(cls, parts):
-        """Join the sources of several `PreparedInputs` (all NumPy or all tensors), in order."""
-        if len(parts) == 1:
-            return parts[0]
-        join = torch.cat if torch.is_tensor(parts[0].flags) else np.concatenate
-        return cls(
-            *(join([getattr(part, name) for part in parts]) for name in ("stamps", "catalog", "flags"))
-        )
-
-    def _parts(self):
-        return self.stamps, self.catalog, self.flags
+        return _map_fields(self, lambda part: np.asarray(part.cpu()) if torch.is_tensor(part) else part)
 
 
 @dataclass
-class RawStamps:
+class RawStamps(_SourceRows):
     """Raw stamps of a run of sources in every band, as `cut_stamps` makes them (CPU tensors).
 
     Attributes
@@ -177,27 +188,6 @@ class RawStamps:
     def __len__(self):
         return len(self.position_valid)
 
-    def __getitem__(self, rows):
-        """The sources in the slice ``rows`` (views, no copy)."""
-        return RawStamps(*(None if part is None else part[rows] for part in self._parts()))
-
-    def to(self, device, *, non_blocking=False):
-        """A copy on ``device`` (asynchronous from pinned memory when ``non_blocking``)."""
-        return RawStamps(
-            *(None if part is None else part.to(device, non_blocking=non_blocking) for part in self._parts())
-        )
-
-    @classmethod
-    def concatenate(cls, parts):
-        """Join the sources of several `RawStamps`, in order."""
-        if len(parts) == 1:
-            return parts[0]
-        columns = zip(*(part._parts() for part in parts), strict=True)
-        return cls(*(None if column[0] is None else torch.cat(column) for column in columns))
-
-    def _parts(self):
-        return tuple(getattr(self, item.name) for item in fields(self))
-
 
 @dataclass
 class BandConstants:
@@ -231,7 +221,7 @@ class BandConstants:
 
     def to(self, device):
         """The same constants on ``device``."""
-        return BandConstants(*(getattr(self, item.name).to(device) for item in fields(self)))
+        return _map_fields(self, lambda part: part.to(device))
 
     @classmethod
     def from_images(cls, band_images, bands, device="cpu"):
