@@ -42,9 +42,10 @@ FWHM between about 0.09 and 0.16 arcsec, a sky level within +-20 percent of
 nominal per band, a different galaxy SED mix, and a population of
 single-Sersic galaxies (n = 0.5-5) alongside the bulge+disk ones.
 
-Stars in such fields are not pure black bodies, so that a classifier cannot
-lean on the black-body colour locus (nominal fields keep black bodies): each
-star's spectrum is a black body times UV line blanketing blueward of
+In three varied fields out of four, stars are not pure black bodies, so that a
+classifier cannot lean on the black-body colour locus; the fourth keeps the
+nominal black bodies, so that the limit of weak departures stays in the
+training data. In the first kind, each star's spectrum is a black body times UV line blanketing blueward of
 450 nm (stronger for cooler stars), a Balmer jump at 364.6 nm (for about
 6500-15000 K, deepest near 9500 K), TiO troughs below 4200 K (495-560,
 620-720 and 760-800 nm, deepening as the star cools) and interstellar
@@ -53,8 +54,9 @@ exponential with a mean drawn per field between 0 and 0.15; galaxies get a
 smaller foreground ``E(B-V)`` (0-0.05) per field. Extinction follows
 Cardelli, Clayton & Mathis (1989) with ``R_V = 3.1``. The drawn r magnitude is
 the observed one, so dust changes colours, not r-band counts. The truth table
-of such a field gives stars ``sed_type = 'MBB'`` (modified black body) and has
-an extra ``ebv`` column (mag).
+of such a field gives stars ``sed_type = 'MBB'`` (modified black body); every
+varied field's table has an extra ``ebv`` column (mag, zero for black-body
+stars).
 
 The drawn conditions are written to the headers (``STARSED``, ``EBVSTAR`` and
 ``EBVGAL`` for the stellar SEDs and reddening) and to the truth-table metadata.
@@ -66,7 +68,7 @@ import multiprocessing
 import os
 import warnings
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 from astropy import units as u
@@ -134,6 +136,7 @@ _TIO_BANDS_NM = ((495.0, 560.0), (620.0, 720.0), (760.0, 800.0))  # TiO band gro
 _TIO_EDGE_NM = 3.0
 _MAX_STAR_EBV_MEAN = 0.15
 _MAX_GALAXY_EBV = 0.05
+_BLACK_BODY_STAR_FIELD_FRACTION = 0.25  # varied fields that keep the nominal black-body stars
 
 
 def _import_galsim():
@@ -357,12 +360,17 @@ class _FieldConditions:
     star_ebv_mean: float = 0.0
     galaxy_ebv: float = 0.0
 
+    @property
+    def nominal_seds(self):
+        """True when stars are unreddened black bodies and galaxies unreddened (as in nominal fields)."""
+        return self.star_sed_model == "black_body" and self.star_ebv_mean == 0.0 and self.galaxy_ebv == 0.0
+
 
 def _draw_field_conditions(rng, variation):
     if not variation:
         return _FieldConditions()
     psf_model = str(rng.choice(["airy_gaussian", "moffat", "obscured_airy"]))
-    return _FieldConditions(
+    conditions = _FieldConditions(
         psf_model=psf_model,
         jitter_fwhm=float(rng.uniform(0.085, 0.115)),
         moffat_beta=float(rng.uniform(2.5, 5.0)) if psf_model == "moffat" else float("nan"),
@@ -374,6 +382,10 @@ def _draw_field_conditions(rng, variation):
         star_ebv_mean=float(rng.uniform(0.0, _MAX_STAR_EBV_MEAN)),
         galaxy_ebv=float(rng.uniform(0.0, _MAX_GALAXY_EBV)),
     )
+    # Drawn last, so the other conditions of a field do not depend on it.
+    if rng.uniform() < _BLACK_BODY_STAR_FIELD_FRACTION:
+        conditions = replace(conditions, star_sed_model="black_body", star_ebv_mean=0.0)
+    return conditions
 
 
 def _optical_psf(galsim, band, conditions, gsparams):
@@ -577,7 +589,7 @@ def _draw_catalog(rng, sed_rng, shape, star_density, galaxy_density, conditions,
     star_sed_type = "BB" if black_body else "MBB"
     truth["sed_type"] = np.concatenate([np.full(n_stars, star_sed_type, dtype="U3"), galaxies["sed_type"]])
     truth["compact"] = stack(np.zeros(n_stars, bool), galaxies["compact"])
-    if not black_body:
+    if not conditions.nominal_seds:
         truth["ebv"] = stack(stars["ebv"], np.full(n_galaxies, conditions.galaxy_ebv)) * u.mag
     render = {
         "bulge_fraction_bands": np.concatenate(
@@ -699,7 +711,7 @@ def _band_header(band, wcs, conditions, band_psf, sky_rate, provenance):
     if conditions.psf_model == "moffat":
         header["PSFBETA"] = (round(conditions.moffat_beta, 4), "Moffat beta")
     header["PSFOBSC"] = (round(conditions.obscuration, 4), "Airy central obscuration")
-    if conditions.star_sed_model != "black_body":
+    if not conditions.nominal_seds:
         header["STARSED"] = (conditions.star_sed_model, "stellar SED model")
         header["EBVSTAR"] = (round(conditions.star_ebv_mean, 5), "[mag] mean stellar E(B-V) (exponential)")
         header["EBVGAL"] = (round(conditions.galaxy_ebv, 5), "[mag] foreground E(B-V) of galaxies")

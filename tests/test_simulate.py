@@ -190,7 +190,7 @@ def test_nominal_stars_are_pure_black_bodies(small_field):
 
 
 def test_varied_stars_are_fainter_in_the_uv_than_black_bodies_and_cool_ones_most():
-    images, truth = simulate_field(256, seed=7, bands=["r"], star_density=3000, variation=True)
+    images, truth = simulate_field(256, seed=8, bands=["r"], star_density=3000, variation=True)
     stars = truth[(truth["label"] == "star") & (truth["mag_NUV"] < 39)]
     assert len(stars) > 200 and set(stars["sed_type"]) == {"MBB"}
     black_body_u_g, black_body_nuv_u = _black_body_colours(np.asarray(stars["temperature"]))
@@ -209,6 +209,21 @@ def test_varied_stars_are_fainter_in_the_uv_than_black_bodies_and_cool_ones_most
     header = images["r"].header
     assert header["STARSED"] == "modified_black_body"
     assert header["EBVSTAR"] == pytest.approx(truth.meta["field_conditions"]["star_ebv_mean"], abs=1e-5)
+
+
+def test_a_quarter_of_varied_fields_keep_unreddened_black_body_stars():
+    draws = [simulate._draw_field_conditions(np.random.default_rng(seed), True) for seed in range(2000)]
+    black_body = np.array([conditions.star_sed_model == "black_body" for conditions in draws])
+    assert 0.22 < black_body.mean() < 0.28
+    assert all(conditions.star_ebv_mean == 0.0 for conditions, bb in zip(draws, black_body) if bb)
+    assert not any(conditions.nominal_seds for conditions in draws), "galaxies are still reddened"
+
+    images, truth = simulate_field(128, seed=7, bands=["r"], star_density=3000, variation=True)
+    stars = truth["label"] == "star"
+    assert truth.meta["field_conditions"]["star_sed_model"] == "black_body"
+    assert set(truth["sed_type"][stars]) == {"BB"} and np.all(np.asarray(truth["ebv"][stars]) == 0)
+    assert np.all(np.asarray(truth["ebv"][~stars]) == truth.meta["field_conditions"]["galaxy_ebv"])
+    assert images["r"].header["STARSED"] == "black_body" and images["r"].header["EBVSTAR"] == 0
 
 
 def test_varied_field_is_reproducible_by_seed_and_nominal_headers_lack_sed_keywords(small_field):
