@@ -9,9 +9,10 @@ Training splits train/validation by field, weights the two classes equally,
 augments with the eight 90-degree rotations and flips, extra sky noise (a new
 noise realisation on top of the old) and band dropout (so that any subset of
 bands works), uses AdamW with a warm-up and cosine learning rate, mixed precision and
-``channels_last`` on a GPU, stops early on the validation loss, checkpoints
-every epoch (atomically) and resumes where it stopped with the same result.
-The best epoch's weights are quantised exactly as they will be stored, then
+``channels_last`` on a GPU, keeps an exponential moving average of the weights
+(which is what is validated and kept), stops early on the validation loss,
+checkpoints every epoch (atomically) and resumes where it stopped with the same
+result. The best epoch's averaged weights are quantised exactly as they will be stored, then
 calibrated (temperature and bias) on the validation fields and written as a
 weights directory that `~astro_stargal.classify_sources` loads.
 """
@@ -376,6 +377,7 @@ def train(
     batch_size=None,
     learning_rate=2e-3,
     weight_decay=0.05,
+    average_decay=0.998,
     band_dropout=0.15,
     augment=True,
     validation_fraction=0.15,
@@ -417,6 +419,11 @@ def train(
     epochs, batch_size, learning_rate, weight_decay : optional
         Optimisation (AdamW; linear warm-up then cosine decay over ``epochs``).
         ``batch_size`` defaults to 1024 on a GPU and 128 on a CPU.
+    average_decay : float, optional
+        Decay per step of the exponential moving average of the weights that
+        is validated and kept (0 keeps the raw weights). The history's
+        ``val_loss_raw`` column is the validation loss of the raw weights, to
+        show what the average buys.
     band_dropout : float, optional
         Probability of hiding each band of each training source.
     augment : bool, optional
@@ -434,8 +441,9 @@ def train(
     n_jobs : int, optional
         Processes preparing the training set.
     max_minutes : float, optional
-        Wall-clock budget: after the first epoch the schedule is shortened
-        to the number of epochs that fit (recorded in the checkpoint).
+        Wall-clock budget: after the first and again after the second epoch
+        the schedule is shortened to the number of epochs that fit (recorded
+        in the checkpoint).
     resume : bool, optional
         Continue from ``output_dir/checkpoint.pt`` if present.
     progress : bool, optional
@@ -492,6 +500,7 @@ def train(
         epochs=epochs,
         learning_rate=learning_rate,
         weight_decay=weight_decay,
+        average_decay=average_decay,
         band_dropout=band_dropout,
         augment=augment,
         seed=seed,
@@ -503,7 +512,8 @@ def train(
     started = time.monotonic()
     while loop.epoch < loop.planned_epochs and loop.epochs_without_improvement < patience:
         row = loop.run_epoch()
-        if max_minutes is not None and loop.epoch == 1:
+        if max_minutes is not None and loop.epoch <= 2:
+            # Planned twice: the first epoch also pays for warm-up (cuDNN autotuning and the like).
             loop.fit_plan_to_budget(row["seconds"], 60 * max_minutes - (time.monotonic() - started))
         state = loop.state()
         _atomic_write(checkpoint_path, lambda path, state=state: torch.save(state, path))
@@ -513,7 +523,7 @@ def train(
 
     net.load_state_dict(_dequantise(_quantise(loop.best_state)))
     net.to(device)
-    validation_logits = loop.logits(validation)
+    validation_logits = loop.logits(validation, net)
     temperature, bias = fit_calibration(validation_logits, validation.labels)
     net.temperature.fill_(temperature)
     net.calibration_bias.fill_(bias)
@@ -542,6 +552,7 @@ def train(
                 "batch_size": batch_size,
                 "learning_rate": learning_rate,
                 "weight_decay": weight_decay,
+                "average_decay": average_decay,
                 "band_dropout": band_dropout,
                 "augment": augment,
                 "seed": seed,
@@ -606,6 +617,7 @@ class _TrainingLoop:
         epochs,
         learning_rate,
         weight_decay,
+        average_decay,
         band_dropout,
         augment,
         seed,
@@ -631,7 +643,9 @@ class _TrainingLoop:
         )
         self.steps_per_epoch = math.ceil(n_total / batch_size)
         self.optimizer = torch.optim.AdamW(net.parameters(), lr=learning_rate, weight_decay=weight_decay)
+        self.average = _WeightAverage(self.net, average_decay)
         self.learning_rate = learning_rate
+        self.requested_epochs = epochs
         self.planned_epochs = epochs
         self.step = 0
         self.epoch = 0
@@ -646,6 +660,7 @@ class _TrainingLoop:
             "epoch": self.epoch,
             "model": self.net.state_dict(),
             "optimizer": self.optimizer.state_dict(),
+            "average": self.average.state(),
             "step": self.step,
             "planned_epochs": self.planned_epochs,
             "history": self.history,
@@ -658,6 +673,7 @@ class _TrainingLoop:
     def restore(self, state):
         self.net.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+        self.average.restore(state["average"])
         self.step = state["step"]
         self.planned_epochs = state["planned_epochs"]
         self.epoch = state["epoch"]
@@ -698,10 +714,12 @@ class _TrainingLoop:
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
+            self.average.update(self.net)
             self.step += 1
             total_loss += float(loss.detach()) * len(rows)
         self.epoch += 1
 
+        val_loss_raw = _weighted_bce(self.logits(self.validation, self.net), self.validation.labels)
         logits = self.logits(self.validation)
         val_loss = _weighted_bce(logits, self.validation.labels)
         predicted_star = logits > 0
@@ -709,6 +727,7 @@ class _TrainingLoop:
             "epoch": self.epoch,
             "train_loss": total_loss / n_total,
             "val_loss": val_loss,
+            "val_loss_raw": val_loss_raw,
             "val_accuracy": float(np.mean(predicted_star == self.validation.labels.astype(bool))),
             "val_star_recall": _recall(predicted_star, self.validation.labels, 1),
             "val_galaxy_recall": _recall(predicted_star, self.validation.labels, 0),
@@ -719,7 +738,7 @@ class _TrainingLoop:
         if val_loss < self.best_loss:
             self.best_loss, self.best_epoch, self.epochs_without_improvement = val_loss, self.epoch, 0
             self.best_state = {
-                name: value.detach().cpu().clone() for name, value in self.net.state_dict().items()
+                name: value.detach().cpu().clone() for name, value in self.average.net.state_dict().items()
             }
         else:
             self.epochs_without_improvement += 1
@@ -735,14 +754,15 @@ class _TrainingLoop:
         return self.learning_rate * 0.5 * (1 + math.cos(math.pi * decay))
 
     def fit_plan_to_budget(self, seconds_per_epoch, seconds_left):
-        """Shorten the schedule after the first epoch so that it ends inside the time budget."""
+        """Shorten the schedule (never beyond the requested epochs) so that it ends inside the time budget."""
         affordable = self.epoch + int(seconds_left // seconds_per_epoch)
-        self.planned_epochs = max(self.epoch, min(self.planned_epochs, affordable))
+        self.planned_epochs = max(self.epoch, min(self.requested_epochs, affordable))
 
     @torch.inference_mode()
-    def logits(self, data):
-        """Uncalibrated logits of ``data`` (a `TrainingSet`) with the current network."""
-        self.net.eval()
+    def logits(self, data, net=None):
+        """Uncalibrated logits of ``data`` (a `TrainingSet`) with ``net`` (default: the averaged weights)."""
+        net = net or self.average.net
+        net.eval()
         outputs = []
         for start in range(0, len(data), self.batch_size):
             stamps = torch.from_numpy(data.stamps[start : start + self.batch_size].astype(np.float32))
@@ -751,8 +771,46 @@ class _TrainingLoop:
             if self.on_gpu:
                 stamps = stamps.contiguous(memory_format=torch.channels_last)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.on_gpu):
-                outputs.append(self.net(stamps, catalog).float().cpu().numpy())
+                outputs.append(net(stamps, catalog).float().cpu().numpy())
         return np.concatenate(outputs) if outputs else np.zeros(0, dtype=np.float32)
+
+
+class _WeightAverage:
+    """Exponential moving average of a network's weights and BatchNorm statistics.
+
+    The decay ramps up as ``(1 + n) / (10 + n)`` over the first updates, so
+    that a short run is not dominated by its random starting weights.
+    Integer buffers (BatchNorm's batch counters) are copied, not averaged.
+    """
+
+    def __init__(self, net, decay):
+        self.decay = float(decay)
+        self.net = copy.deepcopy(net)
+        self.net.requires_grad_(False)
+        self.updates = 0
+        self._pairs = None
+
+    @torch.no_grad()
+    def update(self, net):
+        if self._pairs is None:
+            pairs = list(zip(self.net.state_dict().values(), net.state_dict().values()))
+            self._pairs = (
+                [(mine, theirs) for mine, theirs in pairs if mine.is_floating_point()],
+                [(mine, theirs) for mine, theirs in pairs if not mine.is_floating_point()],
+            )
+        self.updates += 1
+        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        floating, counters = self._pairs
+        torch._foreach_lerp_([mine for mine, _ in floating], [theirs for _, theirs in floating], 1.0 - decay)
+        for mine, theirs in counters:
+            mine.copy_(theirs)
+
+    def state(self):
+        return {"net": self.net.state_dict(), "updates": self.updates}
+
+    def restore(self, state):
+        self.net.load_state_dict(state["net"])
+        self.updates = state["updates"]
 
 
 def _to_tensors(data, device):

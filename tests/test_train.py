@@ -1,6 +1,7 @@
 """Retraining: a tiny configuration trains end to end on the CPU, resumes exactly, and its weights load."""
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -11,6 +12,8 @@ from astro_stargal import StarGalaxyWarning, classify_sources
 from astro_stargal.cli import main
 from astro_stargal.instrument import band_order
 from astro_stargal.train import (
+    _TrainingLoop,
+    _WeightAverage,
     build_training_set,
     fit_calibration,
     labelled_fields,
@@ -63,6 +66,34 @@ def test_tiny_training_runs_end_to_end_with_a_falling_loss(trained):
     assert (output / "history.json").exists()
     assert (output / "learning_curve.png").exists()
     assert {path.name for path in weights_dir.iterdir()} == {"model.json", "model.safetensors"}
+
+
+def test_the_averaged_weights_are_validated_and_the_raw_ones_logged_beside_them(trained):
+    output, _ = trained
+    history = Table.read(output / "history.csv")
+    assert np.all(np.isfinite(history["val_loss_raw"]))
+    assert np.all(history["val_loss_raw"] != history["val_loss"])
+
+
+def test_weight_average_ramps_up_its_decay_and_copies_batch_counters():
+    net = torch.nn.Sequential(torch.nn.Linear(2, 1), torch.nn.BatchNorm1d(1))
+    initial = net[0].weight.detach().clone()
+    average = _WeightAverage(net, 0.9)
+    with torch.no_grad():
+        net[0].weight.add_(1.0)
+    net[1].num_batches_tracked.fill_(7)
+    average.update(net)  # first update: decay (1 + 1) / (10 + 1)
+    assert torch.allclose(average.net[0].weight, initial + 9 / 11)
+    assert int(average.net[1].num_batches_tracked) == 7
+    for _ in range(200):
+        average.update(net)
+    assert torch.allclose(average.net[0].weight, net[0].weight, atol=1e-6)
+    assert not average.net[0].weight.requires_grad
+    raw = _WeightAverage(net, 0.0)
+    with torch.no_grad():
+        net[0].weight.mul_(3.0)
+    raw.update(net)
+    assert torch.equal(raw.net[0].weight, net[0].weight), "decay 0 keeps the raw weights"
 
 
 def test_written_weights_reproduce_the_validation_metrics(trained, sky):
@@ -172,3 +203,16 @@ def test_fine_tuning_leaves_the_loaded_initial_model_untouched(sky, tmp_path, tr
     assert after.net is before.net
     for name, tensor in after.net.state_dict().items():
         assert torch.equal(tensor, probe[name]), name
+
+
+def test_time_budget_replans_after_the_slow_first_epoch_but_never_beyond_the_request():
+    loop = SimpleNamespace(epoch=1, requested_epochs=60, planned_epochs=60)
+    _TrainingLoop.fit_plan_to_budget(loop, 6.3, 190.0)  # first epoch slowed by warm-up
+    assert loop.planned_epochs == 31
+    loop.epoch = 2
+    _TrainingLoop.fit_plan_to_budget(loop, 4.5, 185.0)
+    assert loop.planned_epochs == 43, "the second epoch's speed lengthens the plan again"
+    _TrainingLoop.fit_plan_to_budget(loop, 1.0, 1e6)
+    assert loop.planned_epochs == 60
+    _TrainingLoop.fit_plan_to_budget(loop, 4.5, -10.0)
+    assert loop.planned_epochs == 2, "an exhausted budget ends the run after the current epoch"
