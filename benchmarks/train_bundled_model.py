@@ -6,20 +6,24 @@ for the simulation) and on a CPU with ``--quick`` (a tiny smoke-sized run).
 
 Steps:
 
-1. ``simulate_tiles(WORK/train_sky, 60, size=1536, seed=20261126, variation=True)``:
-   about 130,000 sources (1 star : 3 galaxies) with PSF model and width, sky,
-   galaxy profiles and SED mix randomised per tile.
-2. ``simulate_tiles(WORK/test_sky, 16, size=1024, seed=99)`` (nominal CSST)
-   and ``simulate_tiles(WORK/test_sky_varied, 16, size=1024, seed=98, variation=True)``:
+1. ``simulate_tiles(WORK/train_sky, 80, size=1536, seed=20261126, variation=True)``:
+   about 170,000 sources (1 star : 3 galaxies) with PSF model and width, sky,
+   galaxy profiles, SED mix and stellar SEDs randomised per tile.
+2. ``simulate_tiles(WORK/test_sky, 48, size=1024, seed=99)`` (nominal CSST)
+   and ``simulate_tiles(WORK/test_sky_varied, 48, size=1024, seed=98, variation=True)``:
    held-out skies from seeds never used in training.
 3. One cached training set, then the fused model and the two single-branch
    ablation models trained the same way, concurrently on the one GPU.
 4. Each model evaluated on both test skies with `classify_sources`.
 
+With ``--no-test`` steps 2 and 4 are left out (the GPU session does this, and
+the test skies are simulated and classified on another machine with
+``evaluate_model.py``).
+
 Usage::
 
     python benchmarks/train_bundled_model.py WORK [--n-jobs 16] [--device cuda] [--max-minutes 4]
-        [--variants fused,image,catalog] [--skies-only | --skip-skies]
+        [--variants fused,image,catalog] [--skies-only | --skip-skies] [--no-test]
 """
 
 import argparse
@@ -39,9 +43,9 @@ from astro_stargal.train import build_training_set, labelled_fields, train
 
 VARIANTS = {"fused": ("image", "catalog"), "image": ("image",), "catalog": ("catalog",)}
 FULL = {
-    "train_tiles": 60,
+    "train_tiles": 80,
     "train_size": 1536,
-    "test_tiles": 16,
+    "test_tiles": 48,
     "test_size": 1024,
     "backbone": "resnet50",
     "epochs": 60,
@@ -57,7 +61,7 @@ QUICK = {
 TRAIN_SEED, TEST_SEED, TEST_VARIED_SEED = 20261126, 99, 98
 
 
-def make_skies(work, config, n_jobs):
+def make_skies(work, config, n_jobs, *, test=True):
     started = time.perf_counter()
     simulate_tiles(
         work / "train_sky",
@@ -68,6 +72,9 @@ def make_skies(work, config, n_jobs):
         variation=True,
         overwrite=True,
     )
+    if not test:
+        print(f"simulated the training sky in {time.perf_counter() - started:.0f} s", flush=True)
+        return
     simulate_tiles(
         work / "test_sky",
         config["test_tiles"],
@@ -88,7 +95,7 @@ def make_skies(work, config, n_jobs):
     print(f"simulated skies in {time.perf_counter() - started:.0f} s", flush=True)
 
 
-def train_variant(work, variant, config, device, max_minutes):
+def train_variant(work, variant, config, device, max_minutes, *, test=True):
     """Train one variant and evaluate it on both test skies (run in its own process)."""
     provenance = {
         "simulator": f"astro_stargal.simulate.simulate_tiles(OUT, {config['train_tiles']}, size={config['train_size']}, seed={TRAIN_SEED}, variation=True)",
@@ -111,6 +118,8 @@ def train_variant(work, variant, config, device, max_minutes):
         provenance=provenance,
         progress=False,
     )
+    if not test:
+        return
     results = {}
     for sky in ("test_sky", "test_sky_varied"):
         summary = summarise(classify_simulation(work / sky, weights=weights_dir, device=device))
@@ -131,17 +140,20 @@ def main(argv=None):
     parser.add_argument("--variants", default="fused,image,catalog")
     parser.add_argument("--skies-only", action="store_true", help="simulate the skies, then stop")
     parser.add_argument("--skip-skies", action="store_true", help="reuse the skies already in WORK")
+    parser.add_argument(
+        "--no-test", action="store_true", help="neither simulate the test skies nor evaluate on them"
+    )
     parser.add_argument("--only-variant", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     config = QUICK if args.quick else FULL
     args.work.mkdir(parents=True, exist_ok=True)
 
     if args.only_variant:
-        train_variant(args.work, args.only_variant, config, args.device, args.max_minutes)
+        train_variant(args.work, args.only_variant, config, args.device, args.max_minutes, test=not args.no_test)
         return
 
     if not args.skip_skies:
-        make_skies(args.work, config, args.n_jobs)
+        make_skies(args.work, config, args.n_jobs, test=not args.no_test)
     if args.skies_only:
         return
     started = time.perf_counter()
@@ -171,6 +183,7 @@ def main(argv=None):
             str(args.max_minutes),
         ]
         command += ["--quick"] if args.quick else []
+        command += ["--no-test"] if args.no_test else []
         command += ["--device", args.device] if args.device else []
         log = open(args.work / f"log_{variant}.txt", "w")
         processes.append((variant, subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT), log))
