@@ -793,7 +793,7 @@ class _WeightAverage:
     @torch.no_grad()
     def update(self, net):
         if self._pairs is None:
-            pairs = list(zip(self.net.state_dict().values(), net.state_dict().values()))
+            pairs = list(zip(self.net.state_dict().values(), net.state_dict().values(), strict=True))
             self._pairs = (
                 [(mine, theirs) for mine, theirs in pairs if mine.is_floating_point()],
                 [(mine, theirs) for mine, theirs in pairs if not mine.is_floating_point()],

@@ -149,7 +149,9 @@ def main(argv=None):
     args.work.mkdir(parents=True, exist_ok=True)
 
     if args.only_variant:
-        train_variant(args.work, args.only_variant, config, args.device, args.max_minutes, test=not args.no_test)
+        train_variant(
+            args.work, args.only_variant, config, args.device, args.max_minutes, test=not args.no_test
+        )
         return
 
     if not args.skip_skies:

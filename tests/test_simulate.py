@@ -215,7 +215,9 @@ def test_a_quarter_of_varied_fields_keep_unreddened_black_body_stars():
     draws = [simulate._draw_field_conditions(np.random.default_rng(seed), True) for seed in range(2000)]
     black_body = np.array([conditions.star_sed_model == "black_body" for conditions in draws])
     assert 0.22 < black_body.mean() < 0.28
-    assert all(conditions.star_ebv_mean == 0.0 for conditions, bb in zip(draws, black_body) if bb)
+    assert all(
+        conditions.star_ebv_mean == 0.0 for conditions, bb in zip(draws, black_body, strict=True) if bb
+    )
     assert not any(conditions.nominal_seds for conditions in draws), "galaxies are still reddened"
 
     images, truth = simulate_field(128, seed=7, bands=["r"], star_density=3000, variation=True)
