@@ -10,6 +10,8 @@ from .exceptions import StarGalaxyWarning
 from .flags import SourceFlag
 from .images import read_images
 from .inference import CHUNK_SIZE, predict_sources
+from .instrument import PIXEL_SCALE
+from .neighbours import find_blended
 from .positions import positions_from_table
 from .weights import load_model
 
@@ -131,6 +133,8 @@ def classify_sources(
         chunk_size=chunk_size,
         workers=workers,
     )
+    pixel_scale = model.metadata.get("pixel_scale", PIXEL_SCALE)
+    flags[find_blended(band_images, positions, model.bands, pixel_scale)] |= SourceFlag.BLENDED
 
     result = table.copy()
     for name, column in _output_columns(p_star, flags, threshold, model.name).items():

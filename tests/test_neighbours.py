@@ -1,0 +1,77 @@
+"""The BLENDED flag: close catalogued neighbours of comparable brightness."""
+
+import numpy as np
+import pytest
+from astropy.table import Table
+
+from astro_stargal.flags import SourceFlag
+from astro_stargal.images import read_images
+from astro_stargal.instrument import PIXEL_SCALE
+from astro_stargal.neighbours import BLEND_RADIUS, find_blended
+from astro_stargal.positions import positions_from_table
+
+# Pairs 4 px (0.30") apart: equal; 2.5 mag apart; and two equal stars 10 px (0.74") apart.
+SOURCES = (
+    (30.0, 30.0, 4000.0),
+    (34.0, 30.0, 4000.0),
+    (90.0, 30.0, 4000.0),
+    (90.0, 34.0, 400.0),
+    (30.0, 90.0, 4000.0),
+    (40.0, 90.0, 4000.0),
+    (95.0, 95.0, 4000.0),
+)
+EXPECTED = np.array([True, True, False, True, False, False, False])
+
+
+@pytest.fixture(scope="module")
+def crowded(make_field):
+    return make_field((128, 128), SOURCES, bands=("g", "r", "i"), noise=1.0)
+
+
+def _blended(field, table, **kwargs):
+    band_images = read_images(field.pairs(), field.bands, zeropoints=field.zeropoints)
+    return find_blended(band_images, positions_from_table(table), field.bands, PIXEL_SCALE, **kwargs)
+
+
+def test_close_pairs_of_comparable_brightness_are_blended_but_not_the_bright_partner(crowded):
+    assert np.array_equal(_blended(crowded, crowded.table()), EXPECTED)
+
+
+def test_sky_and_pixel_positions_give_the_same_answer(crowded):
+    assert np.array_equal(_blended(crowded, crowded.pixel_table()), EXPECTED)
+
+
+def test_radius_and_contrast_are_honoured(crowded):
+    wide = _blended(crowded, crowded.table(), radius=0.8)
+    assert wide[4] and wide[5], "0.74 arcsec apart: blended within 0.8 arcsec"
+    tolerant = _blended(crowded, crowded.table(), contrast=3.0)
+    assert tolerant[2], "the 2.5 mag fainter neighbour counts with a 3 mag contrast"
+    assert BLEND_RADIUS < 0.74
+
+
+def test_bad_and_off_image_positions_are_never_blended(crowded):
+    table = crowded.pixel_table()
+    table["x"][1] = np.nan  # the partner of source 0 loses its position
+    table.add_row({"id": 99, "x": -30.0, "y": -30.0})
+    table.add_row({"id": 100, "x": -30.0, "y": -32.0})  # an off-image pair
+    blended = _blended(crowded, table)
+    assert not blended[0] and not blended[1]
+    assert not blended[-1] and not blended[-2]
+
+
+def test_a_lone_source_and_an_empty_table_are_not_blended(crowded):
+    assert not _blended(crowded, crowded.pixel_table()[6:7]).any()
+    assert _blended(crowded, Table({"x": np.zeros(0), "y": np.zeros(0)})).shape == (0,)
+
+
+def test_classify_sources_sets_the_flag_and_keeps_the_classification(crowded, classify):
+    out = classify(crowded.table(), crowded.images())
+    flagged = (np.asarray(out["sg_flags"]) & SourceFlag.BLENDED) > 0
+    assert np.array_equal(flagged, EXPECTED)
+    assert np.all(np.isfinite(out["p_star"])), "BLENDED warns; the source is still classified"
+
+
+def test_a_duplicated_row_flags_both_copies(crowded):
+    table = crowded.pixel_table()[6:7]
+    table.add_row(table[0])
+    assert _blended(crowded, table).tolist() == [True, True]
