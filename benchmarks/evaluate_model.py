@@ -3,7 +3,7 @@
 Runs `astro_stargal.classify_sources` on every tile of a simulator output
 directory (``astro-stargal simulate``), joins the result with the truth and
 prints: recall per class for sources with true r < 25 (the acceptance
-figures), recall per r-magnitude bin down to r = 26, galaxy recall at
+figures; again without the sources flagged ``BLENDED``), recall per r-magnitude bin down to r = 26, galaxy recall at
 z > 1.5, the expected calibration error and the ROC AUC.
 
 Usage::
@@ -23,6 +23,7 @@ from astropy.table import Table, vstack
 
 from astro_stargal import classify_sources, load_model
 from astro_stargal.evaluate import expected_calibration_error, roc_auc
+from astro_stargal.flags import SourceFlag
 from astro_stargal.train import labelled_fields
 
 MAGNITUDE_BINS = (17, 19, 20, 21, 22, 23, 24, 25, 26)
@@ -70,7 +71,9 @@ def summarise(result):
         "n_unclassified": int(len(result) - len(classified)),
         "seconds": result.meta.get("seconds"),
     }
-    for name, subset in (("all", classified), ("r_lt_25", bright)):
+    unblended = bright[(np.asarray(bright["sg_flags"]) & SourceFlag.BLENDED) == 0]
+    summary["blended_fraction_r_lt_25"] = 1 - len(unblended) / max(len(bright), 1)
+    for name, subset in (("all", classified), ("r_lt_25", bright), ("unblended_r_lt_25", unblended)):
         for label in ("star", "galaxy"):
             recall, count = _recall(subset, label)
             summary[f"{label}_recall_{name}"] = recall
@@ -115,6 +118,11 @@ def print_summary(summary, title):
         f"r < 25: star recall {summary['star_recall_r_lt_25']:.4%} (n={summary['n_star_r_lt_25']}), "
         f"galaxy recall {summary['galaxy_recall_r_lt_25']:.4%} (n={summary['n_galaxy_r_lt_25']}), "
         f"galaxies z > 1.5: {summary['galaxy_recall_z_gt_1.5_r_lt_25']:.4%} (n={summary['n_galaxy_z_gt_1.5_r_lt_25']})"
+    )
+    print(
+        f"r < 25 without the BLENDED flag ({summary['blended_fraction_r_lt_25']:.1%} have it): "
+        f"star recall {summary['star_recall_unblended_r_lt_25']:.4%} (n={summary['n_star_unblended_r_lt_25']}), "
+        f"galaxy recall {summary['galaxy_recall_unblended_r_lt_25']:.4%} (n={summary['n_galaxy_unblended_r_lt_25']})"
     )
     print(
         f"galaxy errors at r < 25: {summary['galaxy_errors_r_lt_25']}, of which "
