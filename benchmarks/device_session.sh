@@ -3,7 +3,7 @@
 #
 # Simulates the training sky on the machine's cores, trains the bundled fused
 # model in whatever time is left inside BUDGET seconds, and leaves everything
-# worth keeping in $OUT (weights split into <16 MB parts). The held-out test
+# worth keeping in $OUT (logs.tgz; int8 and float16 weights in <16 MB parts). The held-out test
 # skies are simulated and classified elsewhere (they need no GPU):
 #   python benchmarks/evaluate_model.py TEST_SKY --weights RUN/weights
 # With SPEED=1 it first simulates a 16-tile test sky and measures the
@@ -48,8 +48,20 @@ echo "training budget: $MINUTES min (${SECONDS} s used so far)"
 python3 benchmarks/train_bundled_model.py "$WORK" "${SCALE[@]}" "${DEVICE[@]}" --skip-skies --no-test \
     --variants fused --max-minutes "${MAX_MINUTES:-$MINUTES}" 2>&1 | tee "$OUT/log_train.txt"
 
+# At most 8 files come back: one tarball of logs and history, the int8 weights
+# (2 parts) and the float weights of the best epoch as float16 (4 parts), for
+# benchmarks/quantisation_check.py.
 RUN=$WORK/run_fused
-cp "$RUN"/history.csv "$RUN"/learning_curve.png "$OUT"/ 2>/dev/null
+python3 - "$RUN" <<'PYTHON'
+import sys, torch
+from safetensors.torch import save_file
+state = torch.load(f"{sys.argv[1]}/checkpoint.pt", map_location="cpu", weights_only=True)["best_state"]
+half = {name: (t.half() if t.is_floating_point() else t).contiguous() for name, t in state.items()}
+save_file(half, f"{sys.argv[1]}/best_state_fp16.safetensors")
+PYTHON
+split -b 15m "$RUN/best_state_fp16.safetensors" "$OUT/float16_state.part-"
 tar czf - -C "$RUN" weights | split -b 15m - "$OUT/weights.tgz.part-"
-echo "session took $SECONDS s"
+echo "session took $SECONDS s" | tee -a "$OUT/log_train.txt"
+cp "$RUN"/history.csv "$RUN"/learning_curve.png "$OUT"/ 2>/dev/null
+tar czf "$OUT/logs.tgz" -C "$OUT" --remove-files $(cd "$OUT" && ls machine.txt log_*.txt speed.txt history.csv learning_curve.png 2>/dev/null)
 ls -l "$OUT"
