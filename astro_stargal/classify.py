@@ -1,6 +1,7 @@
 """The public API: `classify_sources` and the Table mixin."""
 
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from astropy.table import Column, MaskedColumn, QTable, Table
@@ -124,17 +125,20 @@ def classify_sources(
     positions = positions_from_table(table, position_columns=position_columns)
     _check_images_fit_positions(band_images, positions)
     _warn_about_pixel_scale(band_images, model.metadata.get("pixel_scale"))
-    p_star, flags = predict_sources(
-        model,
-        band_images,
-        positions,
-        batch_size=batch_size,
-        progress=progress,
-        chunk_size=chunk_size,
-        workers=workers,
-    )
-    pixel_scale = model.metadata.get("pixel_scale", PIXEL_SCALE)
-    flags[find_blended(band_images, positions, model.bands, pixel_scale)] |= SourceFlag.BLENDED
+    # The neighbour search runs beside the classification (in NumPy and SciPy, which release the GIL).
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pixel_scale = model.metadata.get("pixel_scale", PIXEL_SCALE)
+        blended = pool.submit(find_blended, band_images, positions, model.bands, pixel_scale)
+        p_star, flags = predict_sources(
+            model,
+            band_images,
+            positions,
+            batch_size=batch_size,
+            progress=progress,
+            chunk_size=chunk_size,
+            workers=workers,
+        )
+        flags[blended.result()] |= SourceFlag.BLENDED
 
     result = table.copy()
     for name, column in _output_columns(p_star, flags, threshold, model.name).items():

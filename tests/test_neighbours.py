@@ -75,3 +75,37 @@ def test_a_duplicated_row_flags_both_copies(crowded):
     table = crowded.pixel_table()[6:7]
     table.add_row(table[0])
     assert _blended(crowded, table).tolist() == [True, True]
+
+
+def test_matches_a_brute_force_search_on_a_random_table_with_duplicated_rows(crowded):
+    from astro_stargal.neighbours import MAX_NEIGHBOURS, _box_fluxes
+
+    rng = np.random.default_rng(4)
+    x, y = rng.uniform(2, 125, 100), rng.uniform(2, 125, 100)
+    copies = rng.integers(0, 100, 12)  # 12 duplicated rows
+    table = Table({"x": np.concatenate([x, x[copies]]), "y": np.concatenate([y, y[copies]])})
+    band_images = read_images(crowded.pairs(), crowded.bands, zeropoints=crowded.zeropoints)
+    positions = positions_from_table(table)
+    result = find_blended(band_images, positions, crowded.bands, PIXEL_SCALE)
+
+    flux, noise = _box_fluxes(band_images, positions, crowded.bands)
+    best = np.argmax(flux / noise, axis=1)
+    separation = np.hypot(
+        table["x"][:, None] - table["x"][None, :], table["y"][:, None] - table["y"][None, :]
+    )
+    close = (separation < BLEND_RADIUS / PIXEL_SCALE) & ~np.eye(len(table), dtype=bool)
+    assert close.sum(axis=1).max() < MAX_NEIGHBOURS, "the brute force below ignores crowding"
+    rows = np.arange(len(table))
+    bright_enough = flux[:, best].T >= 10 ** (-0.4 * 1.5) * flux[rows, best][:, None]
+    expected = (close & bright_enough).any(axis=1)
+    assert 20 < expected.sum() < len(table) - 20
+    assert np.array_equal(result, expected)
+
+
+def test_a_source_with_many_neighbours_is_blended_whatever_their_fluxes(crowded):
+    from astro_stargal.neighbours import MAX_NEIGHBOURS
+
+    angles = np.linspace(0, 2 * np.pi, MAX_NEIGHBOURS, endpoint=False)
+    table = Table({"x": np.r_[95.0, 95.0 + 3 * np.cos(angles)], "y": np.r_[95.0, 95.0 + 3 * np.sin(angles)]})
+    assert _blended(crowded, table)[0], "the bright source at (95, 95) amid 8 blank positions"
+    assert not _blended(crowded, table[:MAX_NEIGHBOURS])[0], "one neighbour fewer: fluxes decide"
