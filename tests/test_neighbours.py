@@ -109,3 +109,14 @@ def test_a_source_with_many_neighbours_is_blended_whatever_their_fluxes(crowded)
     table = Table({"x": np.r_[95.0, 95.0 + 3 * np.cos(angles)], "y": np.r_[95.0, 95.0 + 3 * np.sin(angles)]})
     assert _blended(crowded, table)[0], "the bright source at (95, 95) amid 8 blank positions"
     assert not _blended(crowded, table[:MAX_NEIGHBOURS])[0], "one neighbour fewer: fluxes decide"
+
+
+def test_unique_rows_equals_numpy_unique():
+    from astro_stargal.neighbours import _unique_rows
+
+    rng = np.random.default_rng(2)
+    points = rng.integers(0, 4, size=(500, 3)).astype(float)
+    expected = np.unique(points, axis=0, return_index=True, return_inverse=True, return_counts=True)
+    result = _unique_rows(points)
+    for got, want in zip(result, expected, strict=True):
+        assert np.array_equal(got, np.ravel(want) if want.ndim == 2 and want.shape[1] == 1 else want)
