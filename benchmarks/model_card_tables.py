@@ -1,13 +1,16 @@
 """Print the Markdown tables of docs/model_card.md from the held-out evaluation results.
 
-The results are the ``test_metrics.json`` files that
-``benchmarks/train_bundled_model.py`` writes for each variant, and the
-``cpu_current_skies.json`` files that ``benchmarks/evaluate_model.py --json``
-wrote on the 2-core CPU; copies live in ``benchmarks/results/``:
+The results are JSON summaries written by ``benchmarks/evaluate_model.py --json``
+(one per test sky, gathered into one file per model) and the
+``test_metrics.json`` files that ``benchmarks/train_bundled_model.py`` writes;
+copies live in ``benchmarks/results/``:
 
-* ``fused/``: the bundled model (stellar-SED variety in training);
-* ``previous_fused/``, ``image/``, ``catalog/``: the previous bundled model and
-  the paper's ablation, trained on the earlier set with black-body stars.
+* ``fused/``: the bundled model; ``cpu_test_skies_48.json`` holds its figures
+  on the 48-tile test skies (2-core CPU);
+* ``sed_variety_fused/``: the model bundled before it, on the same skies;
+* ``previous_fused/``, ``image/``, ``catalog/``: an older model and the paper's
+  ablation, trained on an earlier set with black-body stars and tested on
+  16-tile skies made by an earlier simulator version (H100).
 
 Usage::
 
@@ -24,7 +27,7 @@ ABLATION = {
     "image": "image only (ResNet-50)",
     "catalog": "catalog only (BiLSTM)",
 }
-MODELS = {"fused": "bundled (stellar-SED variety)", "previous_fused": "previous (black-body stars)"}
+MODELS = {"fused": "bundled", "sed_variety_fused": "previous bundled model"}
 
 
 def _percent(value):
@@ -65,21 +68,35 @@ def _load(directory, name, filename):
     return json.loads((directory / name / filename).read_text())
 
 
+def blend_table(summaries):
+    lines = [
+        "| test sky | sources r<25 flagged BLENDED | star recall r<25, unflagged (n) | galaxy recall r<25, unflagged (n) |",
+        "|---|---|---|---|",
+    ]
+    for sky, sky_label in SKIES.items():
+        s = summaries[sky]
+        lines.append(
+            f"| {sky_label} | {s['blended_fraction_r_lt_25']:.1%} | "
+            f"{_percent(s['star_recall_unblended_r_lt_25'])} ({s['n_star_unblended_r_lt_25']}) | "
+            f"{_percent(s['galaxy_recall_unblended_r_lt_25'])} ({s['n_galaxy_unblended_r_lt_25']}) |"
+        )
+    return "\n".join(lines)
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     directory = Path(argv[0] if argv else Path(__file__).parent / "results")
-    print("### Held-out acceptance figures (NVIDIA H100)\n")
-    print(acceptance_table({"fused": _load(directory, "fused", "test_metrics.json")}, {"fused": "bundled"}))
-    print("\n### Bundled and previous model on the same skies (2-core CPU)\n")
-    current = {model: _load(directory, model, "cpu_current_skies.json") for model in MODELS}
+    current = {model: _load(directory, model, "cpu_test_skies_48.json") for model in MODELS}
+    print("### Held-out acceptance figures, 48-tile test skies (2-core CPU)\n")
     print(acceptance_table(current, MODELS))
-    print("\n### The paper's ablation (previous training set, black-body stars; NVIDIA H100)\n")
+    print("\n### Without the sources flagged BLENDED (bundled model)\n")
+    print(blend_table(current["fused"]))
+    print("\n### The paper's ablation (earlier training set and simulator, 16-tile skies; NVIDIA H100)\n")
     ablation = {model: _load(directory, model, "test_metrics.json") for model in ABLATION}
     print(acceptance_table(ablation, ABLATION))
-    fused = _load(directory, "fused", "test_metrics.json")
     for sky, sky_label in SKIES.items():
         print(f"\n### Recall per r-magnitude bin, bundled model, {sky_label}\n")
-        print(magnitude_table(fused[sky]))
+        print(magnitude_table(current["fused"][sky]))
 
 
 if __name__ == "__main__":
