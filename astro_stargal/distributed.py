@@ -13,6 +13,9 @@ name and error, and one `~astro_stargal.exceptions.StarGalaxyWarning` for all
 failures); its rows come back with NaN ``p_star``, masked ``sg_class`` and the
 ``TILE_FAILED`` flag, while every other tile's result is kept.
 
+The ``BLENDED`` flag looks for neighbours among the rows of the same tile only:
+a source whose close neighbour was assigned to another tile is not flagged.
+
 dask is optional: ``pip install astro_stargal[distributed]``.
 """
 
