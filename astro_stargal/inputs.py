@@ -42,6 +42,7 @@ __all__ = [
     "cut_stamps",
     "finish_inputs",
     "locate_sources",
+    "pixel_positions_by_band",
     "prepare_inputs",
     "shared_grids",
 ]
@@ -291,6 +292,42 @@ def shared_grids(band_images, bands):
     return same_as
 
 
+def pixel_positions_by_band(band_images, positions, bands, same_grid=None):
+    """Each present band's ``(x, y)`` pixel positions of the sources, transformed once per distinct grid.
+
+    Parameters
+    ----------
+    band_images : dict
+        Band -> `~astro_stargal.images.BandImage`, any subset of ``bands``.
+    positions : `~astro_stargal.positions.SourcePositions`
+    bands : sequence of str
+    same_grid : dict, optional
+        `shared_grids` of ``band_images`` (computed here when not given).
+
+    Returns
+    -------
+    pixels : dict
+        Band -> ``(x, y)`` arrays (NaN for bad positions), for the bands of
+        ``bands`` that ``band_images`` holds; bands on one grid share the arrays.
+
+    Examples
+    --------
+    >>> from astro_stargal.images import read_images
+    >>> from astro_stargal.positions import SourcePositions
+    >>> rng = np.random.default_rng(1)
+    >>> images = read_images({b: (rng.normal(size=(64, 64)), None) for b in "gr"}, ["g", "r"],
+    ...                      zeropoints={"g": 25.0, "r": 25.0})
+    >>> where = SourcePositions(sky=None, x=np.array([30.0]), y=np.array([12.0]), valid=np.array([True]))
+    >>> pixels = pixel_positions_by_band(images, where, ["g", "r"])
+    >>> pixels["r"] is pixels["g"], pixels["r"][1].tolist()
+    (True, [12.0])
+    """
+    if same_grid is None:
+        same_grid = shared_grids(band_images, bands)
+    transformed = {grid: positions.pixel_positions(band_images[grid].wcs) for grid in set(same_grid.values())}
+    return {band: transformed[grid] for band, grid in same_grid.items()}
+
+
 def locate_sources(band_images, positions, bands, stamp_size, *, same_grid=None, pin_memory=False):
     """Where each source's stamp falls in each band: everything of `RawStamps` but the pixels.
 
@@ -332,9 +369,8 @@ def locate_sources(band_images, positions, bands, stamp_size, *, same_grid=None,
 
 
 def _locate(band_images, positions, bands, stamp_size, same_grid, pin_memory=False):
-    """`locate_sources`, and the pixel positions on each distinct grid."""
-    if same_grid is None:
-        same_grid = shared_grids(band_images, bands)
+    """`locate_sources`, and each present band's pixel positions (`pixel_positions_by_band`)."""
+    pixels = pixel_positions_by_band(band_images, positions, bands, same_grid)
     n_sources, n_bands = len(positions), len(bands)
 
     def zeros(shape, dtype):
@@ -352,23 +388,18 @@ def _locate(band_images, positions, bands, stamp_size, same_grid, pin_memory=Fal
     origin, centre_on_image = tensors.origin.numpy(), tensors.centre_on_image.numpy()
     origin[...] = -_ORIGIN_LIMIT
     tensors.position_valid.numpy()[...] = positions.valid
-    transformed = {}
     for index, band in enumerate(bands):
-        image = band_images.get(band)
-        if image is None:
+        if band not in pixels:
             continue
-        grid = same_grid[band]
-        if grid not in transformed:
-            transformed[grid] = positions.pixel_positions(image.wcs)
-        x, y = transformed[grid]
+        x, y = pixels[band]
         finite = np.isfinite(x) & np.isfinite(y)
         x0, y0 = stamp_origin(np.where(finite, x, 0.0), np.where(finite, y, 0.0), stamp_size)
         origin[:, index, 0] = np.where(finite, np.clip(x0, -_ORIGIN_LIMIT, _ORIGIN_LIMIT), -_ORIGIN_LIMIT)
         origin[:, index, 1] = np.where(finite, np.clip(y0, -_ORIGIN_LIMIT, _ORIGIN_LIMIT), -_ORIGIN_LIMIT)
         x_in_stamp[:, index] = np.where(finite, x - x0, 0.0)
         y_in_stamp[:, index] = np.where(finite, y - y0, 0.0)
-        centre_on_image[:, index] = finite & _centre_on_image(x, y, image.shape)
-    return tensors, {band: transformed[same_grid[band]] for band in same_grid}
+        centre_on_image[:, index] = finite & _centre_on_image(x, y, band_images[band].shape)
+    return tensors, pixels
 
 
 def cut_stamps(band_images, positions, bands, stamp_size, *, same_grid=None, pin_memory=False):

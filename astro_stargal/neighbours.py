@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.spatial import cKDTree
 
-from .inputs import shared_grids
+from .inputs import pixel_positions_by_band
 
 __all__ = ["BLEND_CONTRAST", "BLEND_RADIUS", "MAX_NEIGHBOURS", "find_blended"]
 
@@ -80,14 +80,14 @@ def find_blended(band_images, positions, bands, pixel_scale, *, radius=BLEND_RAD
     fluxes, noise = _box_fluxes(band_images, positions[sites.first_row[involved]], bands)
     flux = np.full((len(sites.copies), fluxes.shape[1]), np.nan)
     flux[involved] = fluxes
-    with np.errstate(invalid="ignore", divide="ignore"):
-        snr = flux / noise
-    measured = np.isfinite(snr).any(axis=1)
-    best = np.argmax(np.where(np.isfinite(snr), snr, -np.inf), axis=1)
-    own_flux = flux[np.arange(len(best)), best] if flux.shape[1] else np.full(len(best), np.nan)
-    threshold = 10 ** (-0.4 * contrast)
     site_blended = sites.crowded.copy()
-    if flux.shape[1]:
+    if flux.shape[1]:  # at least one band to compare brightness in
+        with np.errstate(invalid="ignore", divide="ignore"):
+            snr = flux / noise
+        measured = np.isfinite(snr).any(axis=1)
+        best = np.argmax(np.where(np.isfinite(snr), snr, -np.inf), axis=1)
+        own_flux = flux[np.arange(len(best)), best]
+        threshold = 10 ** (-0.4 * contrast)
         with np.errstate(invalid="ignore"):
             by_neighbour = flux[sites.neighbour, best[sites.site]] >= threshold * own_flux[sites.site]
             by_duplicate = (sites.copies > 1) & (own_flux >= threshold * own_flux)
@@ -162,16 +162,11 @@ def _unique_rows(points):
 
 def _box_fluxes(band_images, positions, bands):
     """3 x 3 pixel sums (AB-normalised) and their sky noise, ``(n, n_bands)`` each; NaN off the image."""
-    present = [band for band in bands if band in band_images]
-    same_grid = shared_grids(band_images, present)
-    pixels = {}
-    flux = np.full((len(positions), len(present)), np.nan)
-    noise = np.full(len(present), np.nan)
-    for column, band in enumerate(present):
+    pixels = pixel_positions_by_band(band_images, positions, bands)
+    flux = np.full((len(positions), len(pixels)), np.nan)
+    noise = np.full(len(pixels), np.nan)
+    for column, (band, (x, y)) in enumerate(pixels.items()):
         image = band_images[band]
-        if same_grid[band] not in pixels:
-            pixels[same_grid[band]] = positions.pixel_positions(image.wcs)
-        x, y = pixels[same_grid[band]]
         ny, nx = image.data.shape
         with np.errstate(invalid="ignore"):
             inside = (x >= _BOX_HALF - 0.5) & (x < nx - _BOX_HALF - 0.5)
