@@ -1,0 +1,331 @@
+"""The best any classifier can do on compact galaxies from their fluxes alone.
+
+Nearly all the bundled model's galaxy errors at r < 25 are the simulator's
+compact galaxies (half-light radius 0.02"-0.07", below the PSF): point
+sources whose only difference from a star is their colours
+(``docs/model_card.md``). This script computes how many of them an ideal
+classifier that sees only their fluxes would miss, on the nominal CSST sky,
+and sets the bundled model beside it.
+
+The ideal classifier is generous in every respect:
+
+* It measures each band's flux by a PSF fit with the exact pixel PSF and
+  position (the minimum-variance estimate for a point source); the only
+  errors are the simulator's sky, dark, read and source noise.
+* It knows the simulated populations exactly: star and compact-galaxy
+  fluxes are drawn with the simulator's own routines (``_draw_stars``,
+  ``_draw_galaxies``) at the simulator's densities, many times more than in
+  the test sky, and used as templates. Its posterior
+  ``P(star | fluxes)`` is the template sum of the Gaussian likelihood, which
+  is the Bayes posterior in the limit of many templates.
+* It is told which sources are point-like (stars and compact galaxies): the
+  other galaxies count as recognised by their shape.
+
+It calls a source a star when that posterior is at least 0.5, which
+minimises the expected number of errors; each test source is observed
+``--realisations`` times with fresh noise. Morphology is the only thing it
+lacks, so the network can beat it only by resolving some compact galaxies.
+
+Usage::
+
+    python benchmarks/evaluate_model.py SKY --table SKY_CLASSIFIED.ecsv
+    python benchmarks/colour_limit.py SKY SKY_CLASSIFIED.ecsv
+
+``SKY`` must be a nominal sky (``astro-stargal simulate`` without
+``--variation``): the templates are drawn for the nominal conditions.
+"""
+
+import argparse
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+from astropy.table import Table, join
+from scipy.special import logsumexp
+
+from astro_stargal import simulate
+from astro_stargal.instrument import (
+    CSST_BANDS,
+    DARK_CURRENT,
+    PIXEL_SCALE,
+    READ_NOISE,
+    ab_zeropoint,
+    band_order,
+)
+
+#: Test sources brighter than this true r magnitude are scored (the acceptance cut).
+R_LIMIT = 25.0
+
+#: Templates are kept within this many magnitudes of the faintest scored source.
+TEMPLATE_MARGIN = 1.5
+
+#: Side in pixels of the forced PSF fit, and sub-pixel steps of its PSF table.
+FIT_SIZE = 15
+SUBPIXEL_STEPS = 8
+
+#: Posterior thresholds at which the ideal classifier's trade-off is printed.
+THRESHOLDS = (0.5, 0.7, 0.9, 0.97, 0.99, 0.997, 0.999)
+
+#: Observations and templates are compared within this r-magnitude window (in sigma of the r flux).
+WINDOW_SIGMA = 8.0
+
+
+def band_psf(band, conditions):
+    """The simulator's PSF of ``band``: ``.effective`` (with the pixel, unit flux) and ``.fwhm`` (arcsec)."""
+    galsim = simulate._import_galsim()
+    gsparams = galsim.GSParams(folding_threshold=1e-2, maxk_threshold=2e-3)
+    return simulate._build_band_psf(galsim, band, conditions, gsparams)
+
+
+def psf_stamps(profile, size=FIT_SIZE, steps=SUBPIXEL_STEPS):
+    """``stamps[j, i]``: the unit-flux PSF on a ``size``-square stamp, offset by ``(i, j) / steps - 1/2`` px."""
+    offsets = (np.arange(steps) + 0.5) / steps - 0.5
+    return np.array(
+        [
+            [
+                profile.drawImage(
+                    nx=size, ny=size, scale=PIXEL_SCALE, method="no_pixel", offset=(dx, dy)
+                ).array
+                for dx in offsets
+            ]
+            for dy in offsets
+        ]
+    )
+
+
+def psf_sums(stamps):
+    """``(sum p^2, sum p^3)`` of the unit-flux pixel PSF, averaged over sub-pixel positions."""
+    return (stamps**2).sum(axis=(2, 3)).mean(), (stamps**3).sum(axis=(2, 3)).mean()
+
+
+class PointSourceNoise:
+    """Flux errors (e-/s) of PSF-fit photometry of a point source in each band."""
+
+    def __init__(self, conditions):
+        self.bands = band_order()
+        self.stamps = {band: psf_stamps(band_psf(band, conditions).effective) for band in self.bands}
+        sums = np.array([psf_sums(self.stamps[band]) for band in self.bands])
+        self.sum_p2, self.sum_p3 = sums[:, 0], sums[:, 1]
+        props = [CSST_BANDS[band] for band in self.bands]
+        self.exptime = np.array([p.exptime for p in props])
+        background = np.array(
+            [
+                (p.sky_rate * conditions.sky_scale[b] + DARK_CURRENT)
+                for p, b in zip(props, self.bands, strict=True)
+            ]
+        )
+        read = np.array([READ_NOISE**2 * p.n_visits for p in props])
+        # var(F) = sum p^2 var_i / (sum p^2)^2 with var_i = (B + F p_i) / t + RN^2 n / t^2.
+        self.floor = (background / self.exptime + read / self.exptime**2) / self.sum_p2
+        self.source = self.sum_p3 / (self.exptime * self.sum_p2**2)
+
+    def sigma(self, flux):
+        return np.sqrt(self.floor + np.clip(flux, 0.0, None) * self.source)
+
+
+def forced_patches(sky, table, bands):
+    """Yield ``(band index, rows, jy, jx, patches)``: pixels around each row's true position.
+
+    ``patches`` are the ``FIT_SIZE``-square cut-outs of the sky's images around
+    the rows (of ``table``) that are at least half a box from the edge, and
+    ``(jy, jx)`` index the tabulated PSF nearest to each sub-pixel offset
+    (`psf_stamps`). Neighbours are not modelled: a blended source's patch
+    holds part of its neighbour.
+    """
+    half = FIT_SIZE // 2
+    steps = np.arange(-half, half + 1)
+    tiles = np.asarray(table["tile"])
+    for tile in np.unique(tiles):
+        rows = np.flatnonzero(tiles == tile)
+        x, y = np.asarray(table["x"])[rows], np.asarray(table["y"])[rows]
+        ix, iy = np.round(x).astype(int), np.round(y).astype(int)
+        jx = np.clip(((x - ix + 0.5) * SUBPIXEL_STEPS).astype(int), 0, SUBPIXEL_STEPS - 1)
+        jy = np.clip(((y - iy + 0.5) * SUBPIXEL_STEPS).astype(int), 0, SUBPIXEL_STEPS - 1)
+        for index, band in enumerate(bands):
+            data = fits.getdata(sky / f"tile{tile}_{band}.fits")
+            inside = (ix >= half) & (iy >= half) & (ix < data.shape[1] - half) & (iy < data.shape[0] - half)
+            patches = data[iy[inside, None, None] + steps[:, None], ix[inside, None, None] + steps]
+            yield index, rows[inside], jy[inside], jx[inside], patches
+
+
+def forced_psf_fluxes(sky, table, noise):
+    """PSF-fit fluxes (e-/s) of the ``table`` rows at their true positions (NaN near the edges)."""
+    result = np.full((len(table), len(noise.bands)), np.nan)
+    for index, rows, jy, jx, patches in forced_patches(sky, table, noise.bands):
+        psf = noise.stamps[noise.bands[index]][jy, jx]
+        result[rows, index] = (psf * patches).sum(axis=(1, 2)) / (psf**2).sum(axis=(1, 2))
+    return result
+
+
+def fluxes(mags, bands):
+    """True count rates (e-/s) from AB magnitudes; magnitude 40 means no flux."""
+    zero_points = np.array([ab_zeropoint(band) for band in bands])
+    return np.where(mags >= 39.0, 0.0, 10 ** (-0.4 * (mags - zero_points)))
+
+
+def draw_templates(n_fields, conditions, faintest_r, seed):
+    """Star and compact-galaxy fluxes at the simulator's densities (per 1024^2 field, ``n_fields`` times)."""
+    rng = np.random.default_rng(seed)
+    area = (1024 * PIXEL_SCALE / 60.0) ** 2 * n_fields
+    stars = simulate._draw_stars(rng, rng.poisson(simulate.DEFAULT_STAR_DENSITY * area), conditions, rng)
+    galaxies = simulate._draw_galaxies(rng, rng.poisson(simulate.DEFAULT_GALAXY_DENSITY * area), conditions)
+    r_index = band_order().index("r")
+    keep_stars = stars["mags"][:, r_index] < faintest_r
+    keep_galaxies = galaxies["compact"] & (galaxies["mags"][:, r_index] < faintest_r)
+    star_flux = fluxes(stars["mags"][keep_stars], band_order())
+    galaxy_flux = fluxes(galaxies["mags"][keep_galaxies], band_order())
+    return star_flux, galaxy_flux
+
+
+def log_likelihood(observed, sigma, templates, r_index):
+    """``log sum_t N(observed; t, sigma)`` for each observation (rows), in blocks sorted by r flux."""
+    result = np.full(len(observed), -np.inf)
+    order = np.argsort(observed[:, r_index])
+    template_order = np.argsort(templates[:, r_index])
+    template_r = templates[template_order, r_index]
+    for block in np.array_split(order, max(1, len(order) // 512)):
+        low = observed[block, r_index].min() - WINDOW_SIGMA * sigma[block, r_index].max()
+        high = observed[block, r_index].max() + WINDOW_SIGMA * sigma[block, r_index].max()
+        chosen = template_order[np.searchsorted(template_r, low) : np.searchsorted(template_r, high)]
+        if len(chosen) == 0:
+            continue
+        t = templates[chosen]
+        inverse_variance = 1.0 / sigma[block] ** 2
+        o = observed[block]
+        chi2 = (
+            (o**2 * inverse_variance).sum(axis=1, keepdims=True)
+            - 2.0 * (o * inverse_variance) @ t.T
+            + inverse_variance @ (t**2).T
+        )
+        result[block] = logsumexp(-0.5 * chi2, axis=1)
+    return result
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("sky", type=Path, help="nominal simulator output directory (truth.ecsv)")
+    parser.add_argument("classified", type=Path, help="evaluate_model.py --table output for that sky")
+    parser.add_argument("--template-fields", type=int, default=4000, help="1024^2 fields of templates")
+    parser.add_argument("--realisations", type=int, default=40, help="noise realisations per test source")
+    parser.add_argument("--seed", type=int, default=2024)
+    args = parser.parse_args(argv)
+
+    started = time.perf_counter()
+    truth = Table.read(args.sky / "truth.ecsv")
+    if "ebv" in truth.colnames:
+        raise SystemExit(f"{args.sky} is a varied sky; this bound needs a nominal one")
+    classified = Table.read(args.classified)
+    classified.keep_columns(["tile", "id", "p_star", "sg_class"])
+    table = join(truth, classified, keys=("tile", "id"))
+    conditions = simulate._FieldConditions()
+    bands = band_order()
+    r_index = bands.index("r")
+    noise = PointSourceNoise(conditions)
+
+    bright = np.asarray(table["mag_r"]) < R_LIMIT
+    is_star = np.asarray(table["label"] == "star")
+    compact = np.asarray(table["compact"]) & ~is_star
+    scored = bright & (is_star | compact)
+    test = table[scored]
+    test_star = np.asarray(test["label"] == "star")
+    true_flux = fluxes(np.column_stack([np.asarray(test[f"mag_{b}"]) for b in bands]), bands)
+
+    star_templates, galaxy_templates = draw_templates(
+        args.template_fields, conditions, R_LIMIT + TEMPLATE_MARGIN, args.seed
+    )
+    rng = np.random.default_rng(args.seed + 1)
+    missed = np.zeros(len(test))
+    log_ratios = []
+    for _ in range(args.realisations):
+        sigma = noise.sigma(true_flux)
+        observed = true_flux + rng.normal(size=true_flux.shape) * sigma
+        # The ideal classifier knows its errors: those of the observed (not the true) flux.
+        sigma_observed = noise.sigma(observed)
+        log_star = log_likelihood(observed, sigma_observed, star_templates, r_index)
+        log_galaxy = log_likelihood(observed, sigma_observed, galaxy_templates, r_index)
+        called_star = log_star >= log_galaxy
+        log_ratios.append(log_star - log_galaxy)
+        missed += np.where(test_star, ~called_star, called_star)
+    missed /= args.realisations
+    log_ratios = np.array(log_ratios)
+
+    # The same classifier on PSF fits to the sky's own pixels: the very noise the network saw.
+    measured = forced_psf_fluxes(args.sky, test, noise)
+    fitted = np.isfinite(measured).all(axis=1)
+    sigma_measured = noise.sigma(measured[fitted])
+    measured_ratio = np.full(len(test), np.nan)
+    measured_ratio[fitted] = log_likelihood(
+        measured[fitted], sigma_measured, star_templates, r_index
+    ) - log_likelihood(measured[fitted], sigma_measured, galaxy_templates, r_index)
+    measured_missed = np.where(test_star, measured_ratio < 0, measured_ratio >= 0) & fitted
+
+    network_missed = np.asarray(test["sg_class"] != test["label"])
+    n_galaxies_bright = int((bright & ~is_star).sum())
+    n_compact = int((~test_star).sum())
+    n_stars = int(test_star.sum())
+    ideal_galaxy_misses = float(missed[~test_star].sum())
+    ideal_star_misses = float(missed[test_star].sum())
+    network_galaxy_misses = int(network_missed[~test_star].sum())
+    network_star_misses = int(network_missed[test_star].sum())
+    print(f"sky {args.sky} (nominal), true r < {R_LIMIT}")
+    print(
+        f"templates: {len(star_templates)} stars, {len(galaxy_templates)} compact galaxies "
+        f"(r < {R_LIMIT + TEMPLATE_MARGIN}); {args.realisations} noise realisations per source"
+    )
+    print("PSF-fit 5-sigma point-source depth per band (sky-limited):")
+    zero_points = np.array([ab_zeropoint(b) for b in bands])
+    depth = zero_points - 2.5 * np.log10(5 * np.sqrt(noise.floor))
+    print("  " + "  ".join(f"{b} {d:.2f}" for b, d in zip(bands, depth, strict=True)))
+    print(f"{'':34s}{'ideal (fluxes only)':>22s}{'bundled network':>18s}")
+    print(
+        f"{'compact galaxies missed':34s}{ideal_galaxy_misses:>15.1f} / {n_compact:<5d}"
+        f"{network_galaxy_misses:>11d} / {n_compact:<5d}"
+    )
+    print(
+        f"{'compact-galaxy recall':34s}{1 - ideal_galaxy_misses / n_compact:>22.4f}"
+        f"{1 - network_galaxy_misses / n_compact:>18.4f}"
+    )
+    print(
+        f"{'stars missed (vs compact galaxies)':34s}{ideal_star_misses:>15.1f} / {n_stars:<5d}"
+        f"{network_star_misses:>11d} / {n_stars:<5d}"
+    )
+    ideal_recall = 1 - ideal_galaxy_misses / n_galaxies_bright
+    print(
+        f"galaxy recall at r < {R_LIMIT} if every non-compact galaxy were recognised: "
+        f"{ideal_recall:.4f} (ideal), {1 - network_galaxy_misses / n_galaxies_bright:.4f} (network); "
+        f"n = {n_galaxies_bright}"
+    )
+    print(
+        f"on the sky's own pixels ({fitted.sum()} of {len(test)} sources away from the edges): "
+        f"compact galaxies missed {int(measured_missed[~test_star].sum())} (ideal) vs "
+        f"{int((network_missed & fitted)[~test_star].sum())} (network), both "
+        f"{int((measured_missed & network_missed)[~test_star].sum())}; stars missed "
+        f"{int(measured_missed[test_star].sum())} vs {int((network_missed & fitted)[test_star].sum())}, both "
+        f"{int((measured_missed & network_missed)[test_star].sum())}"
+    )
+    # Poisson-ish spread of the ideal count from one sky to another of this size.
+    spread = math.sqrt(float((missed[~test_star] * (1 - missed[~test_star])).sum()))
+    print(f"sky-to-sky spread of the ideal compact-galaxy misses: +-{spread:.1f}")
+    both = missed[~test_star][network_missed[~test_star]]
+    print(
+        f"the network's {network_galaxy_misses} missed compact galaxies: ideal miss probability "
+        f"median {np.median(both) if len(both) else float('nan'):.2f}"
+    )
+    print("trading stars for galaxies (ideal classifier; stars counted against compact galaxies only):")
+    print(f"  {'call a star when P(star) >=':>30s}{'compact galaxies missed':>26s}{'stars missed':>14s}")
+    for threshold in THRESHOLDS:
+        cut = math.log(threshold / (1 - threshold))
+        galaxies_missed = (log_ratios[:, ~test_star] >= cut).sum() / args.realisations
+        stars_missed = (log_ratios[:, test_star] < cut).sum() / args.realisations
+        print(f"  {threshold:>30.3f}{galaxies_missed:>26.1f}{stars_missed:>14.1f}")
+    print(
+        f"targets on this sky: at most {int(0.002 * n_galaxies_bright)} galaxies and "
+        f"{int(0.003 * n_stars)} stars missed at r < {R_LIMIT} (99.8% and 99.7%)"
+    )
+    print(f"took {time.perf_counter() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
