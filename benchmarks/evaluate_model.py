@@ -10,6 +10,11 @@ Usage::
 
     astro-stargal simulate test_sky --size 1024 --tiles 16 --seed 99
     python benchmarks/evaluate_model.py test_sky [--weights DIR] [--device cpu] [--json out.json]
+
+``--orientations 8`` is test-time augmentation: the network's logit is
+averaged over the eight rotations and flips of the stamps (eight times the
+network time). It is an experiment, not an option of `classify_sources`: it
+did not reduce the errors (``docs/model_card.md``).
 """
 
 import argparse
@@ -19,6 +24,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 from astropy.table import Table, vstack
 
 from astro_stargal import classify_sources, load_model
@@ -32,9 +38,13 @@ MAGNITUDE_BINS = (17, 19, 20, 21, 22, 23, 24, 25, 26)
 RESOLVED_RADIUS = 0.1
 
 
-def classify_simulation(sky_dir, *, weights=None, device=None):
+def classify_simulation(sky_dir, *, weights=None, device=None, orientations=1):
     """Classify every tile of ``sky_dir``; return the truth joined with the classifier columns."""
     model = load_model(weights, device=device)
+    if orientations == 8:
+        _average_over_orientations(model.net)
+    elif orientations != 1:
+        raise ValueError(f"orientations must be 1 or 8, not {orientations}")
     tables = []
     started = time.perf_counter()
     for field in labelled_fields(Path(sky_dir)):
@@ -50,6 +60,19 @@ def classify_simulation(sky_dir, *, weights=None, device=None):
     result = vstack(tables)
     result.meta["seconds"] = time.perf_counter() - started
     return result
+
+
+def _average_over_orientations(net):
+    """Make ``net`` return its logit averaged over the eight rotations and flips of the stamps."""
+    single = net.forward
+
+    def forward(stamps, catalog):
+        logits = []
+        for flipped in (stamps, torch.flip(stamps, dims=(3,))):
+            logits.extend(single(torch.rot90(flipped, k=k, dims=(2, 3)), catalog) for k in range(4))
+        return torch.stack(logits).mean(dim=0)
+
+    net.forward = forward
 
 
 def _recall(table, label):
@@ -149,8 +172,13 @@ def main(argv=None):
     parser.add_argument("--device")
     parser.add_argument("--json", help="write the summary here")
     parser.add_argument("--table", help="write the classified truth table here (ECSV)")
+    parser.add_argument(
+        "--orientations", type=int, choices=(1, 8), default=1, help="8: average over rotations and flips"
+    )
     args = parser.parse_args(argv)
-    result = classify_simulation(args.sky_dir, weights=args.weights, device=args.device)
+    result = classify_simulation(
+        args.sky_dir, weights=args.weights, device=args.device, orientations=args.orientations
+    )
     summary = summarise(result)
     print_summary(summary, f"{args.weights or 'bundled model'} on {args.sky_dir}")
     if args.json:
