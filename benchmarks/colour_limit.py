@@ -21,6 +21,13 @@ The ideal classifier is generous in every respect:
 * It is told which sources are point-like (stars and compact galaxies): the
   other galaxies count as recognised by their shape.
 
+With ``--population training`` the templates come instead from the mixture of
+field conditions the bundled model was trained on (``variation=True``:
+reddened and absorbed stars, other galaxy SED mixes and reddening): the ideal
+classifier then knows only what training could teach, not that the test sky
+is nominal. The difference between the two is the price of being robust to
+populations other than the test sky's.
+
 It calls a source a star when that posterior is at least 0.5, which
 minimises the expected number of errors; each test source is observed
 ``--realisations`` times with fresh noise. Morphology is the only thing it
@@ -165,18 +172,38 @@ def fluxes(mags, bands):
     return np.where(mags >= 39.0, 0.0, 10 ** (-0.4 * (mags - zero_points)))
 
 
-def draw_templates(n_fields, conditions, faintest_r, seed):
-    """Star and compact-galaxy fluxes at the simulator's densities (per 1024^2 field, ``n_fields`` times)."""
+def draw_templates(star_fields, galaxy_fields, population, faintest_r, seed):
+    """Star and compact-galaxy fluxes drawn at the simulator's densities, per 1024^2 field.
+
+    ``population="nominal"`` draws every field with the nominal conditions (the
+    test sky's own populations); ``"training"`` draws each field's conditions as
+    ``simulate_field(..., variation=True)`` does, the mixture the bundled model
+    was trained on. Stars come from ``star_fields`` fields and galaxies from
+    ``galaxy_fields`` (stars lie on a thin locus and need fewer templates);
+    `main` corrects the prior for the difference.
+    """
     rng = np.random.default_rng(seed)
-    area = (1024 * PIXEL_SCALE / 60.0) ** 2 * n_fields
-    stars = simulate._draw_stars(rng, rng.poisson(simulate.DEFAULT_STAR_DENSITY * area), conditions, rng)
-    galaxies = simulate._draw_galaxies(rng, rng.poisson(simulate.DEFAULT_GALAXY_DENSITY * area), conditions)
+    field_area = (1024 * PIXEL_SCALE / 60.0) ** 2
     r_index = band_order().index("r")
-    keep_stars = stars["mags"][:, r_index] < faintest_r
-    keep_galaxies = galaxies["compact"] & (galaxies["mags"][:, r_index] < faintest_r)
-    star_flux = fluxes(stars["mags"][keep_stars], band_order())
-    galaxy_flux = fluxes(galaxies["mags"][keep_galaxies], band_order())
-    return star_flux, galaxy_flux
+    if population == "nominal":
+        groups = [(simulate._FieldConditions(), star_fields, galaxy_fields)]
+    else:
+        groups = [
+            (simulate._draw_field_conditions(rng, True), int(field < star_fields), 1)
+            for field in range(max(star_fields, galaxy_fields))
+        ]
+    star_flux, galaxy_flux = [], []
+    for conditions, n_star_fields, n_galaxy_fields in groups:
+        stars = simulate._draw_stars(
+            rng, rng.poisson(simulate.DEFAULT_STAR_DENSITY * field_area * n_star_fields), conditions, rng
+        )
+        galaxies = simulate._draw_galaxies(
+            rng, rng.poisson(simulate.DEFAULT_GALAXY_DENSITY * field_area * n_galaxy_fields), conditions
+        )
+        star_flux.append(fluxes(stars["mags"][stars["mags"][:, r_index] < faintest_r], band_order()))
+        keep = galaxies["compact"] & (galaxies["mags"][:, r_index] < faintest_r)
+        galaxy_flux.append(fluxes(galaxies["mags"][keep], band_order()))
+    return np.concatenate(star_flux), np.concatenate(galaxy_flux)
 
 
 def log_likelihood(observed, sigma, templates, r_index):
@@ -207,8 +234,15 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("sky", type=Path, help="nominal simulator output directory (truth.ecsv)")
     parser.add_argument("classified", type=Path, help="evaluate_model.py --table output for that sky")
-    parser.add_argument("--template-fields", type=int, default=4000, help="1024^2 fields of templates")
-    parser.add_argument("--realisations", type=int, default=40, help="noise realisations per test source")
+    parser.add_argument(
+        "--population",
+        choices=("nominal", "training"),
+        default="nominal",
+        help="templates from the test sky's populations, or from the varied mixture used in training",
+    )
+    parser.add_argument("--star-fields", type=int, default=2000, help="1024^2 fields of star templates")
+    parser.add_argument("--galaxy-fields", type=int, default=16000, help="1024^2 fields of galaxy templates")
+    parser.add_argument("--realisations", type=int, default=10, help="noise realisations per test source")
     parser.add_argument("--seed", type=int, default=2024)
     args = parser.parse_args(argv)
 
@@ -233,8 +267,10 @@ def main(argv=None):
     true_flux = fluxes(np.column_stack([np.asarray(test[f"mag_{b}"]) for b in bands]), bands)
 
     star_templates, galaxy_templates = draw_templates(
-        args.template_fields, conditions, R_LIMIT + TEMPLATE_MARGIN, args.seed
+        args.star_fields, args.galaxy_fields, args.population, R_LIMIT + TEMPLATE_MARGIN, args.seed
     )
+    # Stars and galaxies come from different numbers of fields: put the prior back.
+    star_prior = math.log(args.galaxy_fields / args.star_fields)
     rng = np.random.default_rng(args.seed + 1)
     missed = np.zeros(len(test))
     log_ratios = []
@@ -243,7 +279,7 @@ def main(argv=None):
         observed = true_flux + rng.normal(size=true_flux.shape) * sigma
         # The ideal classifier knows its errors: those of the observed (not the true) flux.
         sigma_observed = noise.sigma(observed)
-        log_star = log_likelihood(observed, sigma_observed, star_templates, r_index)
+        log_star = log_likelihood(observed, sigma_observed, star_templates, r_index) + star_prior
         log_galaxy = log_likelihood(observed, sigma_observed, galaxy_templates, r_index)
         called_star = log_star >= log_galaxy
         log_ratios.append(log_star - log_galaxy)
@@ -256,9 +292,11 @@ def main(argv=None):
     fitted = np.isfinite(measured).all(axis=1)
     sigma_measured = noise.sigma(measured[fitted])
     measured_ratio = np.full(len(test), np.nan)
-    measured_ratio[fitted] = log_likelihood(
-        measured[fitted], sigma_measured, star_templates, r_index
-    ) - log_likelihood(measured[fitted], sigma_measured, galaxy_templates, r_index)
+    measured_ratio[fitted] = (
+        star_prior
+        + log_likelihood(measured[fitted], sigma_measured, star_templates, r_index)
+        - log_likelihood(measured[fitted], sigma_measured, galaxy_templates, r_index)
+    )
     measured_missed = np.where(test_star, measured_ratio < 0, measured_ratio >= 0) & fitted
 
     network_missed = np.asarray(test["sg_class"] != test["label"])
@@ -271,8 +309,9 @@ def main(argv=None):
     network_star_misses = int(network_missed[test_star].sum())
     print(f"sky {args.sky} (nominal), true r < {R_LIMIT}")
     print(
-        f"templates: {len(star_templates)} stars, {len(galaxy_templates)} compact galaxies "
-        f"(r < {R_LIMIT + TEMPLATE_MARGIN}); {args.realisations} noise realisations per source"
+        f"templates ({args.population} populations): {len(star_templates)} stars from {args.star_fields} fields, "
+        f"{len(galaxy_templates)} compact galaxies from {args.galaxy_fields} (r < {R_LIMIT + TEMPLATE_MARGIN}); "
+        f"{args.realisations} noise realisations per source"
     )
     print("PSF-fit 5-sigma point-source depth per band (sky-limited):")
     zero_points = np.array([ab_zeropoint(b) for b in bands])

@@ -12,9 +12,10 @@ the network's catalog branch reads already hold that difference:
    without explicit colours (differences of adjacent-band aperture magnitudes).
 3. Tests it on the other half at r < 25: star recall, galaxy recall, and the
    recall of galaxies with a true half-light radius below 0.1".
-   On a nominal sky (``--spread-model``), also with SExtractor's
-   ``SPREAD_MODEL`` per band (Desai et al. 2012) measured with the
-   simulator's exact PSF: the best a field PSF model could give.
+   On a nominal sky (``--exact-psf``), also with what the simulator's exact
+   PSF gives, the best a field PSF model could: PSF-fit asinh magnitudes
+   and their colours (`colour_limit.forced_psf_fluxes`), and SExtractor's
+   ``SPREAD_MODEL`` per band (Desai et al. 2012).
 4. Prints the bundled model's figures on the same sources beside it (from the
    ECSV that ``evaluate_model.py --table`` wrote), and how far each missed
    compact galaxy's true colours lie from the nearest star's.
@@ -35,7 +36,7 @@ from astropy.table import Table
 from scipy.spatial import cKDTree
 
 from astro_stargal import simulate
-from astro_stargal.instrument import band_order
+from astro_stargal.instrument import ab_zeropoint, band_order
 from astro_stargal.train import build_training_set, labelled_fields
 
 RESOLVED_RADIUS = 0.1  # arcsec
@@ -83,6 +84,19 @@ def spread_model(sky_dir, truth):
             value = dot(extended, patches) / dot(point, patches) - dot(extended, point) / dot(point, point)
         result[rows, index] = np.nan_to_num(np.clip(value, -0.1, 0.1))
     return result
+
+
+def psf_fit_magnitudes(sky_dir, truth):
+    """Asinh AB magnitudes (softening: the flux error) of PSF fits at the true positions, exact PSF."""
+    from colour_limit import PointSourceNoise, forced_psf_fluxes
+
+    noise = PointSourceNoise(simulate._FieldConditions())
+    flux = np.nan_to_num(forced_psf_fluxes(Path(sky_dir), truth, noise))
+    error = noise.sigma(flux)
+    zero_points = np.array([ab_zeropoint(band) for band in noise.bands])
+    return (zero_points - 2.5 / np.log(10) * (np.arcsinh(flux / (2 * error)) + np.log(error))).astype(
+        np.float32
+    )
 
 
 def dot(a, b):
@@ -142,9 +156,9 @@ def main(argv=None):
         "classified", help="the sky classified by the bundled model (evaluate_model.py --table)"
     )
     parser.add_argument(
-        "--spread-model",
+        "--exact-psf",
         action="store_true",
-        help="also probe with SPREAD_MODEL measured with the exact PSF (nominal skies only)",
+        help="also probe with PSF-fit magnitudes and SPREAD_MODEL from the exact PSF (nominal skies only)",
     )
     args = parser.parse_args(argv)
     catalog, labels, magnitude, field = features(args.sky)
@@ -160,11 +174,19 @@ def main(argv=None):
         "bundled model (images + catalog)", np.asarray(classified["p_star"]) >= 0.5, labels, bright, compact
     )
     variants = {"catalog probe": design(catalog, False), "catalog probe + colours": design(catalog, True)}
-    if args.spread_model:
+    if args.exact_psf:
         if "ebv" in truth.colnames:
             sys.exit(f"{args.sky} is a varied sky: its PSF changes from tile to tile")
+        psf_magnitudes = psf_fit_magnitudes(args.sky, truth)
+        spread = spread_model(args.sky, truth)
+        variants["catalog probe + colours + PSF-fit mags"] = np.concatenate(
+            [design(catalog, True), psf_magnitudes, np.diff(psf_magnitudes, axis=1)], axis=1
+        )
         variants["catalog probe + colours + SPREAD_MODEL"] = np.concatenate(
-            [design(catalog, True), spread_model(args.sky, truth)], axis=1
+            [design(catalog, True), spread], axis=1
+        )
+        variants["... + PSF-fit mags + SPREAD_MODEL"] = np.concatenate(
+            [variants["catalog probe + colours + PSF-fit mags"], spread], axis=1
         )
     for name, x in variants.items():
         probe = fit_probe(x[~test], labels[~test])
