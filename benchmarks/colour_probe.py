@@ -15,7 +15,8 @@ the network's catalog branch reads already hold that difference:
    On a nominal sky (``--exact-psf``), also with what the simulator's exact
    PSF gives, the best a field PSF model could: PSF-fit asinh magnitudes
    and their colours (`colour_limit.forced_psf_fluxes`), and SExtractor's
-   ``SPREAD_MODEL`` per band (Desai et al. 2012).
+   ``SPREAD_MODEL`` per band (Desai et al. 2012). With ``--learning-curve``,
+   the colours probe is also trained on fewer tiles: does more data help?
 4. Prints the bundled model's figures on the same sources beside it (from the
    ECSV that ``evaluate_model.py --table`` wrote), and how far each missed
    compact galaxy's true colours lie from the nearest star's.
@@ -160,6 +161,11 @@ def main(argv=None):
         action="store_true",
         help="also probe with PSF-fit magnitudes and SPREAD_MODEL from the exact PSF (nominal skies only)",
     )
+    parser.add_argument(
+        "--learning-curve",
+        action="store_true",
+        help="also train the colours probe on 1/8, 1/4, 1/2 and all of its training tiles",
+    )
     args = parser.parse_args(argv)
     catalog, labels, magnitude, field = features(args.sky)
     truth = Table.read(Path(args.sky) / "truth.ecsv")
@@ -191,6 +197,25 @@ def main(argv=None):
     for name, x in variants.items():
         probe = fit_probe(x[~test], labels[~test])
         report(name, probe(x) > 0, labels, bright, compact)
+    if args.learning_curve:
+        # Fewer training tiles, the same number of optimisation steps; two seeds each.
+        n_train_tiles = (field.max() + 1) // 2
+        for n_tiles in (n_train_tiles // 8, n_train_tiles // 4, n_train_tiles // 2, n_train_tiles):
+            rows = field < n_tiles
+            for seed in (0, 1):
+                probe = fit_probe(
+                    variants["catalog probe + colours"][rows],
+                    labels[rows],
+                    seed=seed,
+                    epochs=40 * n_train_tiles // n_tiles,
+                )
+                report(
+                    f"  colours probe, {n_tiles} tiles, seed {seed}",
+                    probe(variants["catalog probe + colours"]) > 0,
+                    labels,
+                    bright,
+                    compact,
+                )
 
     bands = band_order()
     mags = np.column_stack([np.asarray(truth[f"mag_{band}"]) for band in bands])
