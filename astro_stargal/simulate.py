@@ -149,6 +149,11 @@ def _import_galsim():
     return galsim
 
 
+def _gsparams(galsim):
+    """The GalSim accuracy settings of every profile the simulator draws."""
+    return galsim.GSParams(folding_threshold=1e-2, maxk_threshold=2e-3)
+
+
 def _package_version():
     """Return the astro_stargal version for provenance records."""
     from astro_stargal import __version__
@@ -843,7 +848,7 @@ def simulate_field(
         conditions,
         wcs,
     )
-    gsparams = galsim.GSParams(folding_threshold=1e-2, maxk_threshold=2e-3)
+    gsparams = _gsparams(galsim)
     images = {}
     for band in bands:
         band_psf = _build_band_psf(galsim, band, conditions, gsparams)

@@ -66,7 +66,7 @@ def spread_model(sky_dir, truth):
     from colour_limit import band_psf, forced_patches, psf_stamps
 
     galsim = simulate._import_galsim()
-    gsparams = galsim.GSParams(folding_threshold=1e-2, maxk_threshold=2e-3)
+    gsparams = simulate._gsparams(galsim)
     conditions = simulate._FieldConditions()
     bands = band_order()
     templates = {}
