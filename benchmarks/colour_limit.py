@@ -82,8 +82,7 @@ WINDOW_SIGMA = 8.0
 def band_psf(band, conditions):
     """The simulator's PSF of ``band``: ``.effective`` (with the pixel, unit flux) and ``.fwhm`` (arcsec)."""
     galsim = simulate._import_galsim()
-    gsparams = galsim.GSParams(folding_threshold=1e-2, maxk_threshold=2e-3)
-    return simulate._build_band_psf(galsim, band, conditions, gsparams)
+    return simulate._build_band_psf(galsim, band, conditions, simulate._gsparams(galsim))
 
 
 def psf_stamps(profile, size=FIT_SIZE, steps=SUBPIXEL_STEPS):
@@ -271,33 +270,32 @@ def main(argv=None):
     )
     # Stars and galaxies come from different numbers of fields: put the prior back.
     star_prior = math.log(args.galaxy_fields / args.star_fields)
+
+    def log_posterior_ratio(observed):
+        """``log P(star) - log P(compact galaxy)``; the errors are those of the observed flux."""
+        sigma = noise.sigma(observed)
+        log_star = log_likelihood(observed, sigma, star_templates, r_index) + star_prior
+        return log_star - log_likelihood(observed, sigma, galaxy_templates, r_index)
+
+    def wrong(log_ratio):
+        return np.where(test_star, log_ratio < 0, log_ratio >= 0)
+
     rng = np.random.default_rng(args.seed + 1)
-    missed = np.zeros(len(test))
-    log_ratios = []
-    for _ in range(args.realisations):
-        sigma = noise.sigma(true_flux)
-        observed = true_flux + rng.normal(size=true_flux.shape) * sigma
-        # The ideal classifier knows its errors: those of the observed (not the true) flux.
-        sigma_observed = noise.sigma(observed)
-        log_star = log_likelihood(observed, sigma_observed, star_templates, r_index) + star_prior
-        log_galaxy = log_likelihood(observed, sigma_observed, galaxy_templates, r_index)
-        called_star = log_star >= log_galaxy
-        log_ratios.append(log_star - log_galaxy)
-        missed += np.where(test_star, ~called_star, called_star)
-    missed /= args.realisations
-    log_ratios = np.array(log_ratios)
+    sigma_true = noise.sigma(true_flux)
+    log_ratios = np.array(
+        [
+            log_posterior_ratio(true_flux + rng.normal(size=true_flux.shape) * sigma_true)
+            for _ in range(args.realisations)
+        ]
+    )
+    missed = wrong(log_ratios).mean(axis=0)
 
     # The same classifier on PSF fits to the sky's own pixels: the very noise the network saw.
     measured = forced_psf_fluxes(args.sky, test, noise)
     fitted = np.isfinite(measured).all(axis=1)
-    sigma_measured = noise.sigma(measured[fitted])
     measured_ratio = np.full(len(test), np.nan)
-    measured_ratio[fitted] = (
-        star_prior
-        + log_likelihood(measured[fitted], sigma_measured, star_templates, r_index)
-        - log_likelihood(measured[fitted], sigma_measured, galaxy_templates, r_index)
-    )
-    measured_missed = np.where(test_star, measured_ratio < 0, measured_ratio >= 0) & fitted
+    measured_ratio[fitted] = log_posterior_ratio(measured[fitted])
+    measured_missed = wrong(measured_ratio) & fitted
 
     network_missed = np.asarray(test["sg_class"] != test["label"])
     n_galaxies_bright = int((bright & ~is_star).sum())
