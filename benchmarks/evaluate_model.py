@@ -18,6 +18,8 @@ did not reduce the errors (``docs/model_card.md``).
 """
 
 import argparse
+import copy
+import dataclasses
 import itertools
 import json
 import time
@@ -42,7 +44,7 @@ def classify_simulation(sky_dir, *, weights=None, device=None, orientations=1):
     """Classify every tile of ``sky_dir``; return the truth joined with the classifier columns."""
     model = load_model(weights, device=device)
     if orientations == 8:
-        _average_over_orientations(model.net)
+        model = _averaged_over_orientations(model)
     elif orientations != 1:
         raise ValueError(f"orientations must be 1 or 8, not {orientations}")
     tables = []
@@ -62,8 +64,9 @@ def classify_simulation(sky_dir, *, weights=None, device=None, orientations=1):
     return result
 
 
-def _average_over_orientations(net):
-    """Make ``net`` return its logit averaged over the eight rotations and flips of the stamps."""
+def _averaged_over_orientations(model):
+    """A copy of ``model`` whose network averages its logit over the eight rotations and flips of the stamps."""
+    net = copy.deepcopy(model.net)
     single = net.forward
 
     def forward(stamps, catalog):
@@ -73,6 +76,7 @@ def _average_over_orientations(net):
         return torch.stack(logits).mean(dim=0)
 
     net.forward = forward
+    return dataclasses.replace(model, net=net)
 
 
 def _recall(table, label):
