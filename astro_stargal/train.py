@@ -761,7 +761,7 @@ class _TrainingLoop:
     @torch.inference_mode()
     def logits(self, data, net=None):
         """Uncalibrated logits of ``data`` (a `TrainingSet`) with ``net`` (default: the averaged weights)."""
-        net = net or self.average.net
+        net = self.average.net if net is None else net
         net.eval()
         outputs = []
         for start in range(0, len(data), self.batch_size):
