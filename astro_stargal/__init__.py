@@ -4,24 +4,30 @@ A ResNet-50 image branch reads multi-band cutouts, a bidirectional LSTM reads
 per-band catalog measurements, and the fused features give a calibrated star
 probability (after Liu, Ling, Zhang & Han 2026, Astronomy and Computing).
 
+The user API lives here: `classify_sources`, the Table mixin
+(`StarGalaxyMixin`, `StarGalaxyTable`, `StarGalaxyQTable`), the flags
+(`SourceFlag`, `describe_flags`), the warning class, the model registry
+(`list_models`, `load_model`) and retraining (`train`). Names that need
+PyTorch are imported on first use, so ``import astro_stargal`` stays light.
+Everything else is one level down: `astro_stargal.io`, `astro_stargal.pipeline`,
+`astro_stargal.models`, `astro_stargal.simulate`, `astro_stargal.training`,
+`astro_stargal.evaluation`, `astro_stargal.distributed` and `astro_stargal.cli`.
+
 Examples
 --------
+>>> import astro_stargal
+>>> astro_stargal.SourceFlag.OFF_IMAGE.name
+'OFF_IMAGE'
 >>> from astro_stargal import classify_sources
 >>> out = classify_sources(table, {"g": "g.fits", "r": "r.fits"})  # doctest: +SKIP
 """
 
-from .classify import (
-    OUTPUT_COLUMNS,
-    StarGalaxyMixin,
-    StarGalaxyQTable,
-    StarGalaxyTable,
-    classify_sources,
-)
+import importlib
+
+from ._columns import OUTPUT_COLUMNS
+from ._version import __version__
 from .exceptions import StarGalaxyWarning
 from .flags import SourceFlag, describe_flags
-from .weights import list_models, load_model
-
-__version__ = "0.1.0.dev0"
 
 __all__ = [
     "OUTPUT_COLUMNS",
@@ -30,8 +36,34 @@ __all__ = [
     "StarGalaxyQTable",
     "StarGalaxyTable",
     "StarGalaxyWarning",
+    "__version__",
     "classify_sources",
     "describe_flags",
     "list_models",
     "load_model",
+    "train",
 ]
+
+#: Names imported on first use (they need PyTorch): name -> module that defines it.
+_LAZY = {
+    "classify_sources": ".classify",
+    "StarGalaxyMixin": ".classify",
+    "StarGalaxyTable": ".classify",
+    "StarGalaxyQTable": ".classify",
+    "list_models": ".models",
+    "load_model": ".models",
+    "train": ".training",
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value  # later lookups do not come here again
+        return value
+    msg = f"module {__name__!r} has no attribute {name!r}"
+    raise AttributeError(msg)
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

@@ -4,17 +4,16 @@ import warnings
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-from astropy.table import Column, MaskedColumn, QTable, Table
+from astropy.table import QTable, Table
 from astropy.wcs.utils import proj_plane_pixel_scales
 
+from ._columns import OUTPUT_COLUMNS, output_columns, validate_threshold
 from .exceptions import StarGalaxyWarning
 from .flags import SourceFlag
-from .images import read_images
-from .inference import CHUNK_SIZE, predict_sources
 from .instrument import PIXEL_SCALE
-from .neighbours import find_blended
-from .positions import positions_from_table
-from .weights import load_model
+from .io import positions_from_table, read_images
+from .models import load_model
+from .pipeline import CHUNK_SIZE, find_blended, predict_sources
 
 __all__ = [
     "OUTPUT_COLUMNS",
@@ -23,11 +22,6 @@ __all__ = [
     "StarGalaxyTable",
     "classify_sources",
 ]
-
-#: Columns added by `classify_sources`.
-OUTPUT_COLUMNS = ("p_star", "sg_class", "sg_flags")
-
-_FLAG_DESCRIPTION = "; ".join(f"{flag.value}={flag.name}" for flag in SourceFlag)
 
 
 def classify_sources(
@@ -60,10 +54,10 @@ def classify_sources(
         (its mask and uncertainty are used) or an ``(array, WCS)`` pair. Any
         non-empty subset of the model's bands works; missing bands cost
         accuracy and set the ``BAND_MISSING`` flag.
-    weights : str, `~pathlib.Path` or `~astro_stargal.weights.LoadedModel`, optional
+    weights : str, `~pathlib.Path` or `~astro_stargal.models.LoadedModel`, optional
         The model: a registered name (default the bundled CSST model), a
         weights directory, or a model already loaded with
-        `~astro_stargal.weights.load_model`.
+        `~astro_stargal.models.load_model`.
     device : str or `torch.device`, optional
         Default: CUDA if available, then Apple MPS, then CPU.
     batch_size : int, optional
@@ -112,7 +106,7 @@ def classify_sources(
     >>> stars = out[out["sg_class"] == "star"]  # doctest: +SKIP
     """
     _validate_table(table)
-    _validate_threshold(threshold)
+    validate_threshold(threshold)
     _validate_chunk_size(chunk_size)
     if not overwrite:
         existing = [name for name in OUTPUT_COLUMNS if name in table.colnames]
@@ -141,7 +135,7 @@ def classify_sources(
         flags[blended.result()] |= SourceFlag.BLENDED
 
     result = table.copy()
-    for name, column in _output_columns(p_star, flags, threshold, model.name).items():
+    for name, column in output_columns(p_star, flags, threshold, model.name).items():
         if name in result.colnames:
             result.replace_column(name, column)
         else:
@@ -149,40 +143,10 @@ def classify_sources(
     return result
 
 
-def _output_columns(p_star, flags, threshold, model_name):
-    unclassified = np.isnan(p_star)
-    with np.errstate(invalid="ignore"):
-        labels = np.where(p_star >= threshold, "star", "galaxy")
-    return {
-        "p_star": Column(
-            p_star,
-            description=f"Calibrated probability that the source is a star (astro_stargal model {model_name})",
-            meta={"ucd": "stat.probability;src.class.starGalaxy"},
-        ),
-        "sg_class": MaskedColumn(
-            labels.astype("U6"),
-            mask=unclassified,
-            description=f"Star/galaxy class: 'star' where p_star >= {threshold}; masked if unclassified",
-            meta={"ucd": "src.class.starGalaxy"},
-        ),
-        "sg_flags": Column(
-            flags,
-            description=f"astro_stargal quality flags (bit mask): {_FLAG_DESCRIPTION}",
-            meta={"ucd": "meta.code.qual"},
-        ),
-    }
-
-
 def _validate_table(table):
     if not isinstance(table, Table):
         msg = f"table must be an astropy Table or QTable, got {type(table).__name__}"
         raise TypeError(msg)
-
-
-def _validate_threshold(threshold):
-    if not (isinstance(threshold, (int, float, np.floating)) and 0.0 < threshold < 1.0):
-        msg = f"threshold must be a number strictly between 0 and 1, got {threshold!r}"
-        raise ValueError(msg)
 
 
 def _validate_chunk_size(chunk_size):

@@ -13,7 +13,7 @@ import numpy as np
 from astropy.table import Table
 
 from .classify import classify_sources
-from .evaluate import purity_completeness
+from .evaluation import purity_completeness
 from .instrument import PIXEL_SCALE, band_order
 
 __all__ = ["DEMO_FIGURE", "DEMO_IMAGES", "DEMO_TABLE", "DEMO_TRUTH", "run_demo"]
@@ -36,7 +36,7 @@ def run_demo(output_dir, *, device=None, weights=None):
         Created if needed; existing demo outputs are replaced.
     device : str, optional
         See `~astro_stargal.classify_sources`.
-    weights : str, `~pathlib.Path` or `~astro_stargal.weights.LoadedModel`, optional
+    weights : str, `~pathlib.Path` or `~astro_stargal.models.LoadedModel`, optional
         The model (default the bundled one); see `~astro_stargal.classify_sources`.
 
     Returns
@@ -84,9 +84,10 @@ def run_demo(output_dir, *, device=None, weights=None):
 
 
 def _demo_figure(images, classified, path):
-    from .plotting import _pyplot, plot_classified_field, plot_purity_completeness
+    from .evaluation import plot_classified_field, plot_purity_completeness
+    from .evaluation._plots import import_pyplot
 
-    plt = _pyplot()
+    plt = import_pyplot()
     figure, (field_ax, rates_ax) = plt.subplots(
         1, 2, figsize=(15.0, 6.5), layout="constrained", gridspec_kw={"width_ratios": [1.15, 1.0]}
     )

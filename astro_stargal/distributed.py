@@ -29,10 +29,11 @@ from typing import NamedTuple
 import numpy as np
 from astropy.table import Table
 
-from .classify import OUTPUT_COLUMNS, _output_columns, _validate_threshold, classify_sources
+from ._columns import OUTPUT_COLUMNS, output_columns, validate_threshold
+from .classify import classify_sources
 from .exceptions import StarGalaxyWarning
 from .flags import SourceFlag
-from .weights import DEFAULT_MODEL, LoadedModel, load_model
+from .models import DEFAULT_MODEL, LoadedModel, load_model
 
 try:
     from distributed import WorkerPlugin as _WorkerPlugin
@@ -108,8 +109,8 @@ class ModelPlugin(_WorkerPlugin):
 
     Parameters
     ----------
-    weights : str, `~pathlib.Path` or `~astro_stargal.weights.LoadedModel`, optional
-        As for `~astro_stargal.weights.load_model`.
+    weights : str, `~pathlib.Path` or `~astro_stargal.models.LoadedModel`, optional
+        As for `~astro_stargal.models.load_model`.
     device : str, optional
         Device on each worker (default: the best one that worker has).
 
@@ -171,7 +172,7 @@ def classify_tiles(
         The cluster to use. By default a `~distributed.LocalCluster` with
         ``n_workers`` single-threaded worker processes is started and closed
         afterwards.
-    weights : str, `~pathlib.Path` or `~astro_stargal.weights.LoadedModel`, optional
+    weights : str, `~pathlib.Path` or `~astro_stargal.models.LoadedModel`, optional
         The model (default the bundled one); loaded once on each worker.
     device : str, optional
         Device on each worker (default: the best one it has).
@@ -223,7 +224,7 @@ def classify_tiles(
     except ImportError as error:
         raise ImportError(_INSTALL_HINT) from error
     _validate_retries(retries)
-    _validate_threshold(classify_kwargs.get("threshold", 0.5))
+    validate_threshold(classify_kwargs.get("threshold", 0.5))
     if "progress" in classify_kwargs or "weights" in classify_kwargs:
         msg = "progress and weights are options of classify_tiles itself, not per-tile options"
         raise TypeError(msg)
@@ -287,7 +288,7 @@ def _jobs(tiles, tile_column, *, overwrite):
         if not (isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], Table)):
             msg = f"tile {tile!r}: expected a pair (table, images), got {type(value).__name__}"
             raise TypeError(msg)
-        _check_no_output_columns(value[0], f"the table of tile {tile!r}", overwrite)
+        _check_nooutput_columns(value[0], f"the table of tile {tile!r}", overwrite)
         jobs.append(_Job(tile, value[0], value[1]))
 
     def assemble(outcomes, columns_for):
@@ -306,7 +307,7 @@ def _big_table_jobs(table, tile_images, tile_column, *, overwrite):
     if not hasattr(tile_images, "items"):
         msg = f"tile_images must be a mapping tile -> images, got {type(tile_images).__name__}"
         raise TypeError(msg)
-    _check_no_output_columns(table, "the table", overwrite)
+    _check_nooutput_columns(table, "the table", overwrite)
     tile_of_row = np.asarray(table[tile_column])
     names, inverse = np.unique(tile_of_row, return_inverse=True)
     missing = [name.item() for name in names if name.item() not in tile_images]
@@ -333,7 +334,7 @@ def _big_table_jobs(table, tile_images, tile_column, *, overwrite):
     return jobs, assemble
 
 
-def _check_no_output_columns(table, what, overwrite):
+def _check_nooutput_columns(table, what, overwrite):
     existing = [name for name in OUTPUT_COLUMNS if name in table.colnames]
     if existing and not overwrite:
         msg = f"{what} already has column(s) {existing}; pass overwrite=True to replace them"
@@ -341,7 +342,7 @@ def _check_no_output_columns(table, what, overwrite):
 
 
 def _column_builder(threshold, model_name):
-    return lambda p_star, flags: _output_columns(p_star, flags, threshold, model_name)
+    return lambda p_star, flags: output_columns(p_star, flags, threshold, model_name)
 
 
 def _with_columns(table, outcome, columns_for):

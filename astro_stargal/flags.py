@@ -37,7 +37,7 @@ class SourceFlag(enum.IntFlag):
     BAD_POSITION = 64
     #: Its tile failed in `~astro_stargal.distributed.classify_tiles` (see the failures it returns); not classified.
     TILE_FAILED = 128
-    #: Another source of the table, at most 1.5 mag fainter, lies within 0.6" (`~astro_stargal.neighbours`):
+    #: Another source of the table, at most 1.5 mag fainter, lies within 0.6" (`~astro_stargal.pipeline`):
     #: the stamp holds both, and ``p_star`` may describe the pair.
     BLENDED = 256
 

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from evaluate_model import classify_simulation, summarise
 
-from astro_stargal.train import train
+from astro_stargal.training import train
 
 REPORTED = (
     "star_recall_r_lt_25",

@@ -1,4 +1,4 @@
-"""Time of the BLENDED neighbour search (`astro_stargal.neighbours.find_blended`).
+"""Time of the BLENDED neighbour search (`astro_stargal.pipeline.find_blended`).
 
 Seven noise images of 4096 x 4096 pixels (0.074"/px, 25.5 arcmin²) share one
 TAN WCS; sources are placed at random (10^4, 10^5 and 10^6 of them, i.e. 390
@@ -18,10 +18,9 @@ import numpy as np
 from astropy.table import Table, vstack
 from astropy.wcs import WCS
 
-from astro_stargal.images import read_images
 from astro_stargal.instrument import PIXEL_SCALE, band_order
-from astro_stargal.neighbours import find_blended
-from astro_stargal.positions import positions_from_table
+from astro_stargal.io import positions_from_table, read_images
+from astro_stargal.pipeline import find_blended
 
 SIZE = 4096
 

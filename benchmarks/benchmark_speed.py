@@ -2,7 +2,7 @@
 
 Renders one CSST-like field (or reads a simulator directory), then times:
 
-* network only: `astro_stargal.inference.run_network` on already prepared inputs;
+* network only: `astro_stargal.pipeline.run_network` on already prepared inputs;
 * end to end: `classify_sources` on the truth table (stacked to ``--sources``
   rows) and the FITS files (position transforms, cutouts, features, network,
   output table), with ``--workers`` preparation threads (default: the
@@ -38,11 +38,16 @@ import torch
 from astropy.table import vstack
 
 from astro_stargal import classify_sources, load_model
-from astro_stargal.images import read_images
-from astro_stargal.inference import CHUNK_SIZE, default_batch_size, default_workers, run_network
-from astro_stargal.inputs import DeviceImages, prepare_inputs
-from astro_stargal.positions import positions_from_table
-from astro_stargal.train import labelled_fields
+from astro_stargal.io import positions_from_table, read_images
+from astro_stargal.pipeline import (
+    CHUNK_SIZE,
+    DeviceImages,
+    default_batch_size,
+    default_workers,
+    prepare_inputs,
+    run_network,
+)
+from astro_stargal.training import labelled_fields
 
 
 def _fields(args):

@@ -61,6 +61,10 @@ from astro_stargal.instrument import (
     ab_zeropoint,
     band_order,
 )
+from astro_stargal.simulate._conditions import FieldConditions, draw_field_conditions
+from astro_stargal.simulate._galsim import import_galsim, make_gsparams
+from astro_stargal.simulate._populations import draw_galaxies, draw_stars
+from astro_stargal.simulate._psf import build_band_psf
 
 #: Test sources brighter than this true r magnitude are scored (the acceptance cut).
 R_LIMIT = 25.0
@@ -81,8 +85,8 @@ WINDOW_SIGMA = 8.0
 
 def band_psf(band, conditions):
     """The simulator's PSF of ``band``: ``.effective`` (with the pixel, unit flux) and ``.fwhm`` (arcsec)."""
-    galsim = simulate._import_galsim()
-    return simulate._build_band_psf(galsim, band, conditions, simulate._gsparams(galsim))
+    galsim = import_galsim()
+    return build_band_psf(galsim, band, conditions, make_gsparams(galsim))
 
 
 def psf_stamps(profile, size=FIT_SIZE, steps=SUBPIXEL_STEPS):
@@ -185,18 +189,18 @@ def draw_templates(star_fields, galaxy_fields, population, faintest_r, seed):
     field_area = (1024 * PIXEL_SCALE / 60.0) ** 2
     r_index = band_order().index("r")
     if population == "nominal":
-        groups = [(simulate._FieldConditions(), star_fields, galaxy_fields)]
+        groups = [(FieldConditions(), star_fields, galaxy_fields)]
     else:
         groups = [
-            (simulate._draw_field_conditions(rng, True), int(field < star_fields), 1)
+            (draw_field_conditions(rng, True), int(field < star_fields), 1)
             for field in range(max(star_fields, galaxy_fields))
         ]
     star_flux, galaxy_flux = [], []
     for conditions, n_star_fields, n_galaxy_fields in groups:
-        stars = simulate._draw_stars(
+        stars = draw_stars(
             rng, rng.poisson(simulate.DEFAULT_STAR_DENSITY * field_area * n_star_fields), conditions, rng
         )
-        galaxies = simulate._draw_galaxies(
+        galaxies = draw_galaxies(
             rng, rng.poisson(simulate.DEFAULT_GALAXY_DENSITY * field_area * n_galaxy_fields), conditions
         )
         star_flux.append(fluxes(stars["mags"][stars["mags"][:, r_index] < faintest_r], band_order()))
@@ -252,7 +256,7 @@ def main(argv=None):
     classified = Table.read(args.classified)
     classified.keep_columns(["tile", "id", "p_star", "sg_class"])
     table = join(truth, classified, keys=("tile", "id"))
-    conditions = simulate._FieldConditions()
+    conditions = FieldConditions()
     bands = band_order()
     r_index = bands.index("r")
     noise = PointSourceNoise(conditions)

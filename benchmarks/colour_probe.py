@@ -6,7 +6,7 @@ their colours. This script asks whether the forced-photometry features that
 the network's catalog branch reads already hold that difference:
 
 1. Prepares a held-out sky with the inference routines
-   (`astro_stargal.train.build_training_set`, cached beside the sky).
+   (`astro_stargal.training.build_training_set`, cached beside the sky).
 2. Trains a small multilayer perceptron on the per-band features of the
    first half of its tiles (all magnitudes, class-balanced loss), with and
    without explicit colours (differences of adjacent-band aperture magnitudes).
@@ -36,9 +36,10 @@ import torch
 from astropy.table import Table
 from scipy.spatial import cKDTree
 
-from astro_stargal import simulate
 from astro_stargal.instrument import ab_zeropoint, band_order
-from astro_stargal.train import build_training_set, labelled_fields
+from astro_stargal.simulate._conditions import FieldConditions
+from astro_stargal.simulate._galsim import import_galsim, make_gsparams
+from astro_stargal.training import build_training_set, labelled_fields
 
 RESOLVED_RADIUS = 0.1  # arcsec
 
@@ -65,9 +66,9 @@ def spread_model(sky_dir, truth):
     """
     from colour_limit import band_psf, forced_patches, psf_stamps
 
-    galsim = simulate._import_galsim()
-    gsparams = simulate._gsparams(galsim)
-    conditions = simulate._FieldConditions()
+    galsim = import_galsim()
+    gsparams = make_gsparams(galsim)
+    conditions = FieldConditions()
     bands = band_order()
     templates = {}
     for band in bands:
@@ -91,7 +92,7 @@ def psf_fit_magnitudes(sky_dir, truth):
     """Asinh AB magnitudes (softening: the flux error) of PSF fits at the true positions, exact PSF."""
     from colour_limit import PointSourceNoise, forced_psf_fluxes
 
-    noise = PointSourceNoise(simulate._FieldConditions())
+    noise = PointSourceNoise(FieldConditions())
     flux = np.nan_to_num(forced_psf_fluxes(Path(sky_dir), truth, noise))
     error = noise.sigma(flux)
     zero_points = np.array([ab_zeropoint(band) for band in noise.bands])

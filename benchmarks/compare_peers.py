@@ -62,10 +62,10 @@ from astropy.table import Table, vstack
 from scipy.spatial import cKDTree
 
 from astro_stargal import classify_sources, load_model
-from astro_stargal.evaluate import purity_completeness, wilson_interval
+from astro_stargal.evaluation import purity_completeness, wilson_interval
 from astro_stargal.instrument import PIXEL_SCALE
 from astro_stargal.simulate import simulate_tiles
-from astro_stargal.train import labelled_fields
+from astro_stargal.training import labelled_fields
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 CONFIG_DIR = REPOSITORY / "benchmarks" / "sextractor"

@@ -30,9 +30,9 @@ import torch
 from astropy.table import Table, vstack
 
 from astro_stargal import classify_sources, load_model
-from astro_stargal.evaluate import expected_calibration_error, roc_auc
+from astro_stargal.evaluation import expected_calibration_error, roc_auc
 from astro_stargal.flags import SourceFlag
-from astro_stargal.train import labelled_fields
+from astro_stargal.training import labelled_fields
 
 MAGNITUDE_BINS = (17, 19, 20, 21, 22, 23, 24, 25, 26)
 

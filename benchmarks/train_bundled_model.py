@@ -39,7 +39,7 @@ from evaluate_model import classify_simulation, print_summary, summarise
 
 from astro_stargal.instrument import band_order
 from astro_stargal.simulate import simulate_tiles
-from astro_stargal.train import build_training_set, labelled_fields, train
+from astro_stargal.training import build_training_set, labelled_fields, train
 
 VARIANTS = {"fused": ("image", "catalog"), "image": ("image",), "catalog": ("catalog",)}
 FULL = {
@@ -99,7 +99,7 @@ def train_variant(work, variant, config, device, max_minutes, *, test=True):
     """Train one variant and evaluate it on both test skies (run in its own process)."""
     provenance = {
         "simulator": f"astro_stargal.simulate.simulate_tiles(OUT, {config['train_tiles']}, size={config['train_size']}, seed={TRAIN_SEED}, variation=True)",
-        "train_call": f"astro_stargal.train.train(OUT, RUN, init='random', backbone='{config['backbone']}', branches={VARIANTS[variant]}, epochs={config['epochs']}, patience=12, seed=0, max_minutes={max_minutes})",
+        "train_call": f"astro_stargal.training.train(OUT, RUN, init='random', backbone='{config['backbone']}', branches={VARIANTS[variant]}, epochs={config['epochs']}, patience=12, seed=0, max_minutes={max_minutes})",
         "recipe": "benchmarks/train_bundled_model.py",
     }
     weights_dir = train(

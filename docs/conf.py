@@ -20,7 +20,7 @@ DOCS = Path(__file__).resolve().parent
 sys.path.insert(0, str(DOCS.parent))
 
 import astro_stargal  # noqa: E402
-from astro_stargal.inference import CHUNK_SIZE  # noqa: E402
+from astro_stargal.pipeline import CHUNK_SIZE  # noqa: E402
 
 project = "astro_stargal"
 author = "astro_stargal developers"

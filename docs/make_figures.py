@@ -22,7 +22,7 @@ from astropy.table import Table
 
 from astro_stargal.demo import run_demo
 from astro_stargal.instrument import band_order
-from astro_stargal.plotting import (
+from astro_stargal.evaluation import (
     plot_cutout_gallery,
     plot_p_star_histogram,
     plot_reliability,

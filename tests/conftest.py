@@ -1,8 +1,8 @@
 """Shared fixtures: a small random model and a small synthetic multi-band CSST field.
 
 There are no trained weights in the repository, so every test runs a randomly
-initialised `~astro_stargal.network.StarGalaxyNet` (ResNet-18 image branch)
-saved with the package's own `~astro_stargal.weights.save_weights`. Its
+initialised `~astro_stargal.models.StarGalaxyNet` (ResNet-18 image branch)
+saved with the package's own `~astro_stargal.models.save_weights`. Its
 probabilities mean nothing physically, but they exercise the whole pipeline
 and are deterministic on a CPU.
 
@@ -42,10 +42,9 @@ from astropy.wcs import WCS
 from scipy.special import erf
 
 from astro_stargal import classify_sources
-from astro_stargal.features import FEATURE_NAMES
 from astro_stargal.instrument import PIXEL_SCALE, band_order
-from astro_stargal.network import StarGalaxyNet
-from astro_stargal.weights import save_weights
+from astro_stargal.models import StarGalaxyNet, save_weights
+from astro_stargal.pipeline import FEATURE_NAMES
 
 #: Stamp side of the test model in pixels.
 TEST_STAMP_SIZE = 32

@@ -37,9 +37,9 @@ colour_probe = _load("colour_probe")
 
 @pytest.fixture(scope="module")
 def noise():
-    from astro_stargal import simulate
+    from astro_stargal.simulate._conditions import FieldConditions
 
-    return colour_limit.PointSourceNoise(simulate._FieldConditions())
+    return colour_limit.PointSourceNoise(FieldConditions())
 
 
 def test_windowed_likelihood_equals_the_sum_over_all_templates():
@@ -87,6 +87,6 @@ def test_spread_model_is_zero_for_a_star_and_positive_for_a_compact_galaxy(tmp_p
 
 
 def _nominal():
-    from astro_stargal import simulate
+    from astro_stargal.simulate._conditions import FieldConditions
 
-    return simulate._FieldConditions()
+    return FieldConditions()

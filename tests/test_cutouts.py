@@ -5,7 +5,7 @@ import pytest
 from astropy.nddata import NoOverlapError
 from photutils.utils import CutoutImage
 
-from astro_stargal.cutouts import extract_stamps, stamp_origin
+from astro_stargal.pipeline import extract_stamps, stamp_origin
 
 IMAGE_SHAPE = (23, 29)
 

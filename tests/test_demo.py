@@ -6,10 +6,9 @@ import pytest
 from astropy.table import Table
 
 from astro_stargal.demo import DEMO_IMAGES, DEMO_TRUTH, run_demo
-from astro_stargal.features import FEATURE_NAMES
 from astro_stargal.instrument import band_order
-from astro_stargal.network import StarGalaxyNet
-from astro_stargal.weights import save_weights
+from astro_stargal.models import StarGalaxyNet, save_weights
+from astro_stargal.pipeline import FEATURE_NAMES
 
 pytest.importorskip("matplotlib").use("Agg")
 

@@ -1,9 +1,11 @@
 """Every public function and class has a numpydoc docstring with the sections a user needs.
 
-"Public" is what a module lists in ``__all__``, for every module of the package
-whose name does not start with an underscore. Each object is checked once, in
-the module that defines it (re-exports such as ``astro_stargal.classify_sources``
-are checked where they are written). Required sections:
+"Public" is what a module lists in ``__all__``, for every module and subpackage
+of the package whose dotted name has no part starting with an underscore. Each
+object is checked once: in the public module that defines it, or in the public
+subpackage whose private module defines it (``astro_stargal.io.read_images``
+is written in ``astro_stargal.io._images``); re-exports such as
+``astro_stargal.classify_sources`` are checked where they are written. Required sections:
 
 - ``Parameters`` when the function (or the class's ``__init__``) takes
   arguments; ``Attributes`` (or ``Parameters``) for a dataclass;
@@ -35,10 +37,16 @@ KNOWN_GAPS = {}
 
 def _public_modules():
     names = ["astro_stargal"]
-    for info in pkgutil.iter_modules(astro_stargal.__path__):
-        if not info.name.startswith("_"):
-            names.append(f"astro_stargal.{info.name}")
+    for info in pkgutil.walk_packages(astro_stargal.__path__, prefix="astro_stargal."):
+        if not any(part.startswith("_") for part in info.name.split(".")):
+            names.append(info.name)
     return names
+
+
+def _defined_in(obj, module_name):
+    """True if ``obj`` is written in ``module_name`` or in one of its private submodules."""
+    defined = getattr(obj, "__module__", module_name) or module_name
+    return defined == module_name or defined.startswith(f"{module_name}._")
 
 
 def _public_objects():
@@ -58,7 +66,7 @@ def _public_objects():
             continue
         for name in getattr(module, "__all__", ()):
             obj = getattr(module, name)
-            if not callable(obj) or getattr(obj, "__module__", module_name) != module_name:
+            if not callable(obj) or not _defined_in(obj, module_name):
                 continue
             marks = []
             if (module_name, name) in KNOWN_GAPS:

@@ -1,11 +1,11 @@
-"""Specifications of astro_stargal.evaluate, on small tables counted by hand."""
+"""Specifications of astro_stargal.evaluation, on small tables counted by hand."""
 
 import numpy as np
 import pytest
 from astropy import units as u
 from astropy.table import MaskedColumn, QTable, Table
 
-from astro_stargal.evaluate import (
+from astro_stargal.evaluation import (
     calibration,
     confusion_matrix,
     evaluate,

@@ -4,8 +4,14 @@ import numpy as np
 import pytest
 from photutils.aperture import CircularAperture, aperture_photometry
 
-from astro_stargal.cutouts import extract_stamps, stamp_origin
-from astro_stargal.features import APERTURE_RADII, FEATURE_NAMES, SUBPIXEL_STEPS, measure_features
+from astro_stargal.pipeline import (
+    APERTURE_RADII,
+    FEATURE_NAMES,
+    extract_stamps,
+    measure_features,
+    stamp_origin,
+)
+from astro_stargal.pipeline._features import SUBPIXEL_STEPS
 
 STAMP_SIZE = 32
 ZEROPOINT = 25.0

@@ -8,21 +8,19 @@ import torch
 from astropy.nddata import NDData
 from astropy.table import Table
 
-from astro_stargal.features import _local_background, _local_background_torch
 from astro_stargal.flags import SourceFlag
-from astro_stargal.images import read_images
-from astro_stargal.inputs import (
+from astro_stargal.io import SourcePositions, read_images
+from astro_stargal.pipeline import (
     BandConstants,
     DeviceImages,
     RawStamps,
-    _finish_numpy,
-    _finish_torch,
     cut_stamps,
     locate_sources,
     prepare_inputs,
     shared_grids,
 )
-from astro_stargal.positions import SourcePositions
+from astro_stargal.pipeline._features import _local_background, _local_background_torch
+from astro_stargal.pipeline._inputs import _finish_numpy, _finish_torch
 
 STAMP = 32
 

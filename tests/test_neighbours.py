@@ -5,10 +5,9 @@ import pytest
 from astropy.table import Table
 
 from astro_stargal.flags import SourceFlag
-from astro_stargal.images import read_images
 from astro_stargal.instrument import PIXEL_SCALE
-from astro_stargal.neighbours import BLEND_RADIUS, find_blended
-from astro_stargal.positions import positions_from_table
+from astro_stargal.io import positions_from_table, read_images
+from astro_stargal.pipeline import BLEND_RADIUS, find_blended
 
 # Pairs 4 px (0.30") apart: equal; 2.5 mag apart; and two equal stars 10 px (0.74") apart.
 SOURCES = (
@@ -78,7 +77,7 @@ def test_a_duplicated_row_flags_both_copies(crowded):
 
 
 def test_matches_a_brute_force_search_on_a_random_table_with_duplicated_rows(crowded):
-    from astro_stargal.neighbours import MAX_NEIGHBOURS, _box_fluxes
+    from astro_stargal.pipeline._neighbours import MAX_NEIGHBOURS, _box_fluxes
 
     rng = np.random.default_rng(4)
     x, y = rng.uniform(2, 125, 100), rng.uniform(2, 125, 100)
@@ -103,7 +102,7 @@ def test_matches_a_brute_force_search_on_a_random_table_with_duplicated_rows(cro
 
 
 def test_a_source_with_many_neighbours_is_blended_whatever_their_fluxes(crowded):
-    from astro_stargal.neighbours import MAX_NEIGHBOURS
+    from astro_stargal.pipeline import MAX_NEIGHBOURS
 
     angles = np.linspace(0, 2 * np.pi, MAX_NEIGHBOURS, endpoint=False)
     table = Table({"x": np.r_[95.0, 95.0 + 3 * np.cos(angles)], "y": np.r_[95.0, 95.0 + 3 * np.sin(angles)]})
@@ -112,7 +111,7 @@ def test_a_source_with_many_neighbours_is_blended_whatever_their_fluxes(crowded)
 
 
 def test_unique_rows_equals_numpy_unique():
-    from astro_stargal.neighbours import _unique_rows
+    from astro_stargal.pipeline._neighbours import _unique_rows
 
     rng = np.random.default_rng(2)
     points = rng.integers(0, 4, size=(500, 3)).astype(float)

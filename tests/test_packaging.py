@@ -41,7 +41,7 @@ def test_installed_wheel_finds_and_loads_its_bundled_model(wheel, tmp_path):
     )
     script = (
         "import sys; sys.path.insert(0, sys.argv[1]);"
-        "import astro_stargal, astro_stargal.weights as w;"
+        "import astro_stargal, astro_stargal.models as w;"
         "assert astro_stargal.__file__.startswith(sys.argv[1]), astro_stargal.__file__;"
         "print(w.bundled_model()); print(w.load_model(device='cpu').name)"
     )

@@ -1,4 +1,4 @@
-"""Specifications of astro_stargal.plotting: every function returns a labelled Figure and honours ax=."""
+"""Specifications of astro_stargal.evaluation: every function returns a labelled Figure and honours ax=."""
 
 import json
 import sys
@@ -13,7 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from astro_stargal import plotting  # noqa: E402
+from astro_stargal import evaluation as plotting  # noqa: E402
 from astro_stargal.flags import SourceFlag  # noqa: E402
 
 SHAPE = (64, 64)
@@ -92,7 +92,7 @@ def test_metric_plot_draws_on_given_axes(classified, plot):
 
 
 def test_metric_plots_accept_precomputed_tables(classified):
-    from astro_stargal.evaluate import calibration, purity_completeness, roc_curve
+    from astro_stargal.evaluation import calibration, purity_completeness, roc_curve
 
     assert isinstance(plotting.plot_roc(roc_curve(classified)), Figure)
     assert isinstance(plotting.plot_reliability(calibration(classified, n_bins=5)), Figure)

@@ -5,7 +5,8 @@ import warnings
 import numpy as np
 import torch
 
-from astro_stargal import StarGalaxyWarning, inference
+from astro_stargal import StarGalaxyWarning
+from astro_stargal.pipeline import _inference as inference
 
 
 def test_out_of_memory_halves_the_batch_once_and_keeps_every_result(classify, field, monkeypatch):

@@ -11,9 +11,13 @@ from astropy.io import fits
 from astropy.table import Table
 from astropy.wcs import WCS
 
+import astro_stargal
 from astro_stargal import simulate
 from astro_stargal.instrument import CSST_BANDS, PIXEL_SCALE, ab_zeropoint, band_order
 from astro_stargal.simulate import (
+    _conditions,
+    _demo_data,
+    _seds,
     measure_depth,
     simulate_field,
     simulate_tiles,
@@ -162,16 +166,16 @@ def test_variation_randomises_psf_and_records_conditions():
 
 def _black_body_colours(temperature):
     """u-g and NUV-u of pure black bodies, from the simulator's nominal colour grid."""
-    temperature_grid, ratio_grid = simulate._star_colour_grid()
-    mags = -2.5 * np.log10(simulate._interpolate_rows(temperature_grid, ratio_grid, temperature))
+    temperature_grid, ratio_grid = _seds.star_colour_grid()
+    mags = -2.5 * np.log10(_seds.interpolate_rows(temperature_grid, ratio_grid, temperature))
     nuv, u, g = (band_order().index(name) for name in ("NUV", "u", "g"))
     return mags[:, u] - mags[:, g], mags[:, nuv] - mags[:, u]
 
 
 def test_nominal_field_reproduces_the_bundled_demo_truth_bit_for_bit():
-    data_dir = os.path.join(os.path.dirname(simulate.__file__), "data")
+    data_dir = os.path.join(os.path.dirname(astro_stargal.__file__), "data")
     bundled = Table.read(os.path.join(data_dir, "demo_truth.ecsv"))
-    _, truth = simulate_field(simulate._DEMO_SIZE, seed=simulate._DEMO_SEED, bands=["r"])
+    _, truth = simulate_field(_demo_data.DEMO_SIZE, seed=_demo_data.DEMO_SEED, bands=["r"])
     assert truth.colnames == bundled.colnames
     for name in bundled.colnames:
         expected = np.asarray(bundled[name])
@@ -183,7 +187,7 @@ def test_nominal_stars_are_pure_black_bodies(small_field):
     stars = truth[truth["label"] == "star"]
     assert set(stars["sed_type"]) == {"BB"} and "ebv" not in truth.colnames
     temperature = np.asarray(stars["temperature"])
-    black_body = simulate._modified_black_body_fluxes(temperature, np.zeros((len(stars), 4)))
+    black_body = _seds.modified_black_body_fluxes(temperature, np.zeros((len(stars), 4)))
     expected = np.asarray(stars["mag_r"])[:, None] - 2.5 * np.log10(black_body)
     mags = np.column_stack([np.asarray(stars[f"mag_{band}"]) for band in band_order()])
     assert np.max(np.abs(mags - expected)) < 0.01
@@ -212,7 +216,7 @@ def test_varied_stars_are_fainter_in_the_uv_than_black_bodies_and_cool_ones_most
 
 
 def test_a_quarter_of_varied_fields_keep_unreddened_black_body_stars():
-    draws = [simulate._draw_field_conditions(np.random.default_rng(seed), True) for seed in range(2000)]
+    draws = [_conditions.draw_field_conditions(np.random.default_rng(seed), True) for seed in range(2000)]
     black_body = np.array([conditions.star_sed_model == "black_body" for conditions in draws])
     assert 0.22 < black_body.mean() < 0.28
     assert all(
@@ -244,7 +248,7 @@ def test_varied_field_is_reproducible_by_seed_and_nominal_headers_lack_sed_keywo
 
 
 def test_ccm89_extinction_is_r_v_at_v_and_rises_into_the_uv():
-    extinction = simulate._ccm89_extinction
+    extinction = _seds.ccm89_extinction
     assert extinction(550.0) == pytest.approx(3.1, abs=0.01)
     assert extinction(440.0) - extinction(550.0) == pytest.approx(1.0, abs=0.03), "A_B - A_V = E(B-V)"
     effective = [CSST_BANDS[band].effective_wavelength for band in band_order()]
@@ -253,11 +257,11 @@ def test_ccm89_extinction_is_r_v_at_v_and_rises_into_the_uv():
 
 
 def test_foreground_reddening_dims_blue_bands_and_brightens_red_bands_relative_to_r():
-    factors = simulate._foreground_reddening(0.1)
+    factors = _seds.foreground_reddening(0.1)
     r = band_order().index("r")
     assert factors[r] == 1.0
     assert np.all(np.diff(factors) > 0)
-    assert simulate._foreground_reddening(0.0) == pytest.approx(np.ones(len(factors)))
+    assert _seds.foreground_reddening(0.0) == pytest.approx(np.ones(len(factors)))
 
 
 def test_tiles_match_between_one_and_two_jobs_and_sit_at_distinct_positions(tmp_path):
@@ -303,7 +307,7 @@ def test_missing_galsim_raises_import_error_with_install_hint(monkeypatch):
 
 
 def test_bundled_demo_field_has_seven_compressed_bands_and_truth():
-    data_dir = os.path.join(os.path.dirname(simulate.__file__), "data")
+    data_dir = os.path.join(os.path.dirname(astro_stargal.__file__), "data")
     image_path = os.path.join(data_dir, "demo_field.fits")
     truth_path = os.path.join(data_dir, "demo_truth.ecsv")
     assert os.path.getsize(image_path) + os.path.getsize(truth_path) < 3 * 1024**2

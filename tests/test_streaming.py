@@ -7,11 +7,9 @@ import numpy as np
 import pytest
 from astropy.table import Table
 
-from astro_stargal.features import aperture_masks
-from astro_stargal.images import read_images
-from astro_stargal.inference import predict_sources
-from astro_stargal.positions import positions_from_table
-from astro_stargal.weights import load_model
+from astro_stargal.io import positions_from_table, read_images
+from astro_stargal.models import load_model
+from astro_stargal.pipeline import aperture_masks, predict_sources
 
 #: Side of the field the streaming tests scatter sources over.
 FIELD_SIDE = 160

@@ -11,16 +11,13 @@ from astropy.table import Table
 from astro_stargal import StarGalaxyWarning, classify_sources
 from astro_stargal.cli import main
 from astro_stargal.instrument import band_order
-from astro_stargal.train import (
-    _TrainingLoop,
-    _WeightAverage,
+from astro_stargal.models import load_model
+from astro_stargal.training import (
     build_training_set,
-    fit_calibration,
     labelled_fields,
-    split_by_field,
     train,
 )
-from astro_stargal.weights import load_model
+from astro_stargal.training._train import _TrainingLoop, _WeightAverage, fit_calibration, split_by_field
 
 pytest.importorskip("galsim")
 

@@ -13,9 +13,8 @@ import torch
 from safetensors import safe_open
 
 from astro_stargal import StarGalaxyWarning, list_models, load_model
-from astro_stargal.features import FEATURE_NAMES
-from astro_stargal.network import StarGalaxyNet
-from astro_stargal.weights import ENTRY_POINT_GROUP, METADATA_FILE, TENSOR_FILE, save_weights
+from astro_stargal.models import ENTRY_POINT_GROUP, METADATA_FILE, TENSOR_FILE, StarGalaxyNet, save_weights
+from astro_stargal.pipeline import FEATURE_NAMES
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +99,7 @@ def test_tampered_weights_file_is_refused_before_use(weights_copy, monkeypatch):
     def must_not_be_called(*args, **kwargs):
         raise AssertionError("tensors were read before the checksum was checked")
 
-    monkeypatch.setattr("astro_stargal.weights.load_file", must_not_be_called)
+    monkeypatch.setattr("astro_stargal.models._weights.load_file", must_not_be_called)
     with pytest.raises(ValueError, match=r"SHA-256.*tampered or truncated"):
         load_model(weights_copy, device="cpu")
 

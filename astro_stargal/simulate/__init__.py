@@ -1,0 +1,80 @@
+"""CSST-like multi-band sky simulator built on GalSim.
+
+The simulator renders fields (not isolated stamps) of stars and bulge+disk
+galaxies in the seven CSST survey bands with the CSST public instrument figures
+of `astro_stargal.instrument`: 0.074 arcsec pixels, a wavelength-dependent
+PSF, photon-counting AB zero points from throughput, aperture and band edges,
+sky, dark current and read noise for the wide-survey exposures (2 x 150 s, or
+4 x 150 s in NUV and y), and saturation at the detector full well.
+
+Images are background-subtracted count rates (``BUNIT = 'electron/s'``) with a
+celestial TAN WCS; the truth table lists every source with its true AB
+magnitudes, redshift, size and shape.
+
+Conventions
+-----------
+* Pixel coordinates in the truth table follow astropy (0-based, the centre of
+  the first pixel is ``(0, 0)``).
+* ``mag = MAGZERO - 2.5 log10(flux in electron/s)``.
+* ``half_light_radius`` is the circularised half-light radius in the r band
+  (arcsec); ``position_angle`` is measured from the image +x axis towards +y
+  (degrees); ``ellipticity`` is ``1 - b/a`` of the disk (or single Sersic).
+* True magnitudes fainter than 40 (no flux in the band, e.g. blueward of the
+  Lyman limit of a high-redshift galaxy) are stored as 40.
+
+Depth definition
+----------------
+`measure_depth` reports the 5-sigma point-source depth as the total magnitude
+of a point source whose flux in a circular aperture of radius 2.5 pixels
+(0.185 arcsec, about three times the r-band PSF FWHM in diameter) is five times
+the standard deviation of sky-aperture sums. The aperture-to-total correction
+``APFRAC`` of the field's PSF is written to every image header. With the
+nominal PSF this definition reproduces the CSST table depths to about 0.15 mag
+in all bands (smaller apertures give deeper numbers, larger ones shallower).
+
+Generalisation (``variation=True``)
+-----------------------------------
+Science fields default to the nominal instrument (``variation=False``) so that
+they are reproducible and comparable with the CSST table. Training sets should
+use ``variation=True``: each field then draws its own PSF model (Airy+Gaussian
+jitter, Moffat with beta 2.5-5, or centrally obscured Airy+jitter) with a
+FWHM between about 0.09 and 0.16 arcsec, a sky level within +-20 percent of
+nominal per band, a different galaxy SED mix, and a population of
+single-Sersic galaxies (n = 0.5-5) alongside the bulge+disk ones.
+
+In three varied fields out of four, stars are not pure black bodies, so that a
+classifier cannot lean on the black-body colour locus; the fourth keeps the
+nominal black bodies, so that the limit of weak departures stays in the
+training data. In the first kind, each star's spectrum is a black body times UV line blanketing blueward of
+450 nm (stronger for cooler stars), a Balmer jump at 364.6 nm (for about
+6500-15000 K, deepest near 9500 K), TiO troughs below 4200 K (495-560,
+620-720 and 760-800 nm, deepening as the star cools) and interstellar
+reddening, with random strengths per star. The stars' ``E(B-V)`` is
+exponential with a mean drawn per field between 0 and 0.15; galaxies get a
+smaller foreground ``E(B-V)`` (0-0.05) per field. Extinction follows
+Cardelli, Clayton & Mathis (1989) with ``R_V = 3.1``. The drawn r magnitude is
+the observed one, so dust changes colours, not r-band counts. The truth table
+of such a field gives stars ``sed_type = 'MBB'`` (modified black body); every
+varied field's table has an extra ``ebv`` column (mag, zero for black-body
+stars).
+
+The drawn conditions are written to the headers (``STARSED``, ``EBVSTAR`` and
+``EBVGAL`` for the stellar SEDs and reddening) and to the truth-table metadata.
+"""
+
+from ._demo_data import make_demo_data
+from ._depth import DEPTH_APERTURE_RADIUS, measure_depth, validate_field
+from ._field import simulate_field, simulate_tiles, write_field
+from ._populations import DEFAULT_GALAXY_DENSITY, DEFAULT_STAR_DENSITY
+
+__all__ = [
+    "DEFAULT_GALAXY_DENSITY",
+    "DEFAULT_STAR_DENSITY",
+    "DEPTH_APERTURE_RADIUS",
+    "make_demo_data",
+    "measure_depth",
+    "simulate_field",
+    "simulate_tiles",
+    "validate_field",
+    "write_field",
+]
