@@ -21,7 +21,6 @@ import matplotlib.pyplot as plt
 from astropy.table import Table
 
 from astro_stargal.demo import run_demo
-from astro_stargal.instrument import band_order
 from astro_stargal.evaluation import (
     plot_cutout_gallery,
     plot_p_star_histogram,
@@ -29,6 +28,7 @@ from astro_stargal.evaluation import (
     plot_roc,
     plot_training_curves,
 )
+from astro_stargal.instrument import band_order
 
 DOCS = Path(__file__).resolve().parent
 STATIC = DOCS / "_static"
