@@ -61,10 +61,15 @@ from astro_stargal.instrument import (
     ab_zeropoint,
     band_order,
 )
-from astro_stargal.simulate._conditions import FieldConditions, draw_field_conditions
-from astro_stargal.simulate._galsim import import_galsim, make_gsparams
-from astro_stargal.simulate._populations import draw_galaxies, draw_stars
-from astro_stargal.simulate._psf import build_band_psf
+from astro_stargal.simulate import (
+    FieldConditions,
+    build_band_psf,
+    draw_field_conditions,
+    draw_galaxies,
+    draw_stars,
+    import_galsim,
+    make_gsparams,
+)
 
 #: Test sources brighter than this true r magnitude are scored (the acceptance cut).
 R_LIMIT = 25.0

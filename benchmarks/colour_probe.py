@@ -37,8 +37,7 @@ from astropy.table import Table
 from scipy.spatial import cKDTree
 
 from astro_stargal.instrument import ab_zeropoint, band_order
-from astro_stargal.simulate._conditions import FieldConditions
-from astro_stargal.simulate._galsim import import_galsim, make_gsparams
+from astro_stargal.simulate import FieldConditions, import_galsim, make_gsparams
 from astro_stargal.training import build_training_set, labelled_fields
 
 RESOLVED_RADIUS = 0.1  # arcsec

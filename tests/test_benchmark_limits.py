@@ -37,7 +37,7 @@ colour_probe = _load("colour_probe")
 
 @pytest.fixture(scope="module")
 def noise():
-    from astro_stargal.simulate._conditions import FieldConditions
+    from astro_stargal.simulate import FieldConditions
 
     return colour_limit.PointSourceNoise(FieldConditions())
 
@@ -87,6 +87,6 @@ def test_spread_model_is_zero_for_a_star_and_positive_for_a_compact_galaxy(tmp_p
 
 
 def _nominal():
-    from astro_stargal.simulate._conditions import FieldConditions
+    from astro_stargal.simulate import FieldConditions
 
     return FieldConditions()

@@ -62,16 +62,27 @@ The drawn conditions are written to the headers (``STARSED``, ``EBVSTAR`` and
 ``EBVGAL`` for the stellar SEDs and reddening) and to the truth-table metadata.
 """
 
+from ._conditions import FieldConditions, draw_field_conditions
 from ._demo_data import make_demo_data
 from ._depth import DEPTH_APERTURE_RADIUS, measure_depth, validate_field
 from ._field import simulate_field, simulate_tiles, write_field
-from ._populations import DEFAULT_GALAXY_DENSITY, DEFAULT_STAR_DENSITY
+from ._galsim import import_galsim, make_gsparams
+from ._populations import DEFAULT_GALAXY_DENSITY, DEFAULT_STAR_DENSITY, draw_galaxies, draw_stars
+from ._psf import BandPSF, build_band_psf
 
 __all__ = [
     "DEFAULT_GALAXY_DENSITY",
     "DEFAULT_STAR_DENSITY",
     "DEPTH_APERTURE_RADIUS",
+    "BandPSF",
+    "FieldConditions",
+    "build_band_psf",
+    "draw_field_conditions",
+    "draw_galaxies",
+    "draw_stars",
+    "import_galsim",
     "make_demo_data",
+    "make_gsparams",
     "measure_depth",
     "simulate_field",
     "simulate_tiles",

@@ -22,7 +22,37 @@ _BLACK_BODY_STAR_FIELD_FRACTION = 0.25  # varied fields that keep the nominal bl
 
 @dataclass(frozen=True)
 class FieldConditions:
-    """Per-field instrument and population settings."""
+    """Per-field instrument and population settings (the nominal field by default).
+
+    Attributes
+    ----------
+    psf_model : {'airy_gaussian', 'moffat', 'obscured_airy'}
+        Optical PSF model.
+    jitter_fwhm : float
+        FWHM (arcsec) of the Gaussian jitter convolved with the Airy pattern,
+        or added in quadrature to the Moffat width.
+    moffat_beta : float
+        Moffat index (NaN unless ``psf_model`` is ``'moffat'``).
+    obscuration : float
+        Linear central obscuration of the Airy pupil.
+    sky_scale : dict
+        Band -> factor on the nominal sky level.
+    disk_sed_weights : tuple of float
+        Probabilities of the four CWW disk templates (E, Sbc, Scd, Im).
+    single_sersic_fraction : float
+        Fraction of galaxies drawn as one Sersic profile instead of bulge+disk.
+    star_sed_model : {'black_body', 'modified_black_body'}
+        Stellar spectra.
+    star_ebv_mean : float
+        Mean of the stars' exponential E(B-V).
+    galaxy_ebv : float
+        Foreground E(B-V) of every galaxy.
+
+    Examples
+    --------
+    >>> FieldConditions().psf_model, FieldConditions().nominal_seds
+    ('airy_gaussian', True)
+    """
 
     psf_model: str = "airy_gaussian"
     jitter_fwhm: float = _NOMINAL_JITTER_FWHM
@@ -42,6 +72,24 @@ class FieldConditions:
 
 
 def draw_field_conditions(rng, variation):
+    """The conditions of one field: nominal, or drawn at random when ``variation`` is true.
+
+    Parameters
+    ----------
+    rng : `numpy.random.Generator`
+        The field's conditions stream.
+    variation : bool
+        Draw the PSF, sky, SED mix and galaxy profiles at random.
+
+    Returns
+    -------
+    conditions : `FieldConditions`
+
+    Examples
+    --------
+    >>> draw_field_conditions(np.random.default_rng(1), False) == FieldConditions()
+    True
+    """
     if not variation:
         return FieldConditions()
     psf_model = str(rng.choice(["airy_gaussian", "moffat", "obscured_airy"]))

@@ -6,7 +6,23 @@ ARCSEC_PER_RADIAN = 206264.80624709636
 
 
 def import_galsim():
-    """Import GalSim or explain how to install it."""
+    """Import GalSim, or explain how to install it.
+
+    Returns
+    -------
+    galsim : module
+
+    Raises
+    ------
+    ImportError
+        If GalSim is not installed (it is the optional ``sim`` extra).
+
+    Examples
+    --------
+    >>> galsim = import_galsim()
+    >>> galsim.Gaussian(fwhm=0.1).flux
+    1.0
+    """
     try:
         import galsim
     except ImportError as exc:
@@ -16,5 +32,22 @@ def import_galsim():
 
 
 def make_gsparams(galsim):
-    """The GalSim accuracy settings of every profile the simulator draws."""
+    """The GalSim accuracy settings of every profile the simulator draws.
+
+    Benchmarks that tabulate the simulator's PSF must use the same settings.
+
+    Parameters
+    ----------
+    galsim : module
+        GalSim, from `import_galsim`.
+
+    Returns
+    -------
+    gsparams : ``galsim.GSParams``
+
+    Examples
+    --------
+    >>> make_gsparams(import_galsim()).folding_threshold
+    0.01
+    """
     return galsim.GSParams(folding_threshold=1e-2, maxk_threshold=2e-3)

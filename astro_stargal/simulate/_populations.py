@@ -46,7 +46,32 @@ def _draw_magnitudes(rng, n, mag_range, slope):
 
 
 def draw_stars(rng, n, conditions, sed_rng):
-    """Draw stars; their SED strengths come from ``sed_rng`` so the rest of the field does not move."""
+    """Draw stars: r magnitudes, temperatures, spectra and the magnitudes in every band.
+
+    Parameters
+    ----------
+    rng : `numpy.random.Generator`
+        The catalog stream.
+    n : int
+        Number of stars.
+    conditions : `FieldConditions`
+        Chooses black bodies or modified black bodies with reddening.
+    sed_rng : `numpy.random.Generator`
+        Stream of the per-star SED strengths, apart so that the rest of the field does not move.
+
+    Returns
+    -------
+    stars : dict
+        ``mags`` (``(n, 7)`` AB magnitudes in band order), ``temperature`` (K)
+        and ``ebv`` (mag).
+
+    Examples
+    --------
+    >>> from astro_stargal.simulate import FieldConditions
+    >>> stars = draw_stars(np.random.default_rng(1), 3, FieldConditions(), np.random.default_rng(2))
+    >>> stars["mags"].shape
+    (3, 7)
+    """
     mag_r = _draw_magnitudes(rng, n, _R_BAND_RANGE_STARS, slope=0.12)
     # Beta(1.5, 4) in log T from 3000 K to 30000 K: mostly K and M dwarfs.
     temperature = 3000.0 * 10 ** rng.beta(1.5, 4.0, size=n)
@@ -88,6 +113,32 @@ def _composite_half_light_radius(bulge_fraction):
 
 
 def draw_galaxies(rng, n, conditions):
+    """Draw galaxies: magnitudes, redshifts, sizes, profiles, shapes and band magnitudes.
+
+    Parameters
+    ----------
+    rng : `numpy.random.Generator`
+        The catalog stream.
+    n : int
+        Number of galaxies.
+    conditions : `FieldConditions`
+        Sets the SED mix, the single-Sersic fraction and the foreground reddening.
+
+    Returns
+    -------
+    galaxies : dict
+        ``mags`` (``(n, 7)``), ``redshift``, ``half_light_radius`` (arcsec,
+        r band, circularised), ``disk_radius``, ``bulge_fraction``,
+        ``bulge_fraction_bands``, ``sersic_index`` (NaN for bulge+disk),
+        ``axis_ratio``, ``position_angle`` (deg), ``sed_type`` and ``compact``.
+
+    Examples
+    --------
+    >>> from astro_stargal.simulate import FieldConditions
+    >>> galaxies = draw_galaxies(np.random.default_rng(1), 4, FieldConditions())
+    >>> galaxies["mags"].shape, bool((galaxies["redshift"] > 0).all())
+    ((4, 7), True)
+    """
     mag_r = _draw_magnitudes(rng, n, _R_BAND_RANGE_GALAXIES, slope=0.33)
     # Redshift: p(z) ~ z^2 exp(-(z/z0)^1.5) with the median rising with
     # magnitude, truncated at z = 3.5 by inverse-CDF sampling of Gamma(2).
