@@ -145,7 +145,7 @@ def measure_features(stamps, x_in_stamp, y_in_stamp, *, noise, zeropoint):
     masks = aperture_masks(stamp_size)
     fluxes = np.stack([np.einsum("nij,nij->n", masks[k][j, i], signal) for k in range(len(APERTURE_RADII))])
     flux_errors = noise * np.sqrt(np.pi * np.square(APERTURE_RADII))[:, None]
-    asinh_mags = _asinh_magnitude(fluxes, flux_errors, zeropoint)
+    asinh_mags = asinh_magnitude(fluxes, flux_errors, zeropoint)
     snr = fluxes[1] / flux_errors[1]
 
     size, ellipticity = _weighted_moments(signal, x_in_stamp - box_origin, y_in_stamp - box_origin)
@@ -190,8 +190,8 @@ def _nanmedian_rows(values):
     return (ordered[rows, (count - 1) // 2] + ordered[rows, count // 2]) / 2
 
 
-def _asinh_magnitude(flux, flux_error, zeropoint):
-    """Lupton asinh magnitude with softening equal to the flux error."""
+def asinh_magnitude(flux, flux_error, zeropoint):
+    """Lupton asinh magnitude with softening equal to the flux error (also used by the PSF features)."""
     return zeropoint - 2.5 * np.log10(flux_error) - _ASINH_MAG_SCALE * np.arcsinh(flux / (2.0 * flux_error))
 
 
