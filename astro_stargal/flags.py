@@ -40,6 +40,18 @@ class SourceFlag(enum.IntFlag):
     #: Another source of the table, at most 1.5 mag fainter, lies within 0.6" (`~astro_stargal.pipeline`):
     #: the stamp holds both, and ``p_star`` may describe the pair.
     BLENDED = 256
+    #: The source's light is centred more than 0.1" from the table position (``sg_offset``); the
+    #: stamps are cut at the centroid, but the table position may belong to another source.
+    LARGE_SHIFT = 512
+    #: A bright source's centroid could not be measured within 0.2" of the table position (a
+    #: masked core, or light that leads away towards another source); the table position is used.
+    CENTROID_FAILED = 1024
+    #: The image's PSF where the source lies is outside the range the model was trained on (its
+    #: FWHM or ellipticity in a band the source has); ``p_star`` may be unreliable.
+    PSF_OUT_OF_RANGE = 2048
+    #: The PSF of a band the source has could not be measured (too few isolated, unsaturated
+    #: stars) nor was it given: the model's reference PSF is assumed and the range is unchecked.
+    PSF_UNMEASURED = 4096
 
 
 def describe_flags(value):

@@ -143,7 +143,9 @@ def test_no_module_imports_another_modules_private_name():
                 offences.append(f"{module}:{line} imports {source}.{name}")
             if name and submodule in MODULES:
                 if _private(name) and not module.startswith(source):
-                    offences.append(f"{module}:{line} imports the private module {submodule} of another package")
+                    offences.append(
+                        f"{module}:{line} imports the private module {submodule} of another package"
+                    )
                 imported_modules[name] = submodule
         tree = ast.parse(MODULES[module].read_text())
         for node in ast.walk(tree):

@@ -77,7 +77,8 @@ def test_a_duplicated_row_flags_both_copies(crowded):
 
 
 def test_matches_a_brute_force_search_on_a_random_table_with_duplicated_rows(crowded):
-    from astro_stargal.pipeline._neighbours import MAX_NEIGHBOURS, _box_fluxes
+    from astro_stargal.pipeline import pixel_positions_by_band
+    from astro_stargal.pipeline._neighbours import MAX_NEIGHBOURS, box_fluxes
 
     rng = np.random.default_rng(4)
     x, y = rng.uniform(2, 125, 100), rng.uniform(2, 125, 100)
@@ -87,7 +88,7 @@ def test_matches_a_brute_force_search_on_a_random_table_with_duplicated_rows(cro
     positions = positions_from_table(table)
     result = find_blended(band_images, positions, crowded.bands, PIXEL_SCALE)
 
-    flux, noise = _box_fluxes(band_images, positions, crowded.bands)
+    flux, noise = box_fluxes(band_images, pixel_positions_by_band(band_images, positions, crowded.bands))
     best = np.argmax(flux / noise, axis=1)
     separation = np.hypot(
         table["x"][:, None] - table["x"][None, :], table["y"][:, None] - table["y"][None, :]

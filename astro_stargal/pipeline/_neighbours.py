@@ -21,7 +21,7 @@ from scipy.spatial import cKDTree
 
 from ._inputs import pixel_positions_by_band
 
-__all__ = ["BLEND_CONTRAST", "BLEND_RADIUS", "MAX_NEIGHBOURS", "find_blended"]
+__all__ = ["BLEND_CONTRAST", "BLEND_RADIUS", "MAX_NEIGHBOURS", "box_fluxes", "find_blended"]
 
 #: Neighbours closer than this (arcsec) can blend: the outer photometry aperture is 0.44" in radius.
 BLEND_RADIUS = 0.6
@@ -77,7 +77,9 @@ def find_blended(band_images, positions, bands, pixel_scale, *, radius=BLEND_RAD
     sites = _Sites.find(positions, valid, radius, pixel_scale)
     # Brightness is measured once per site that has a neighbour or a duplicate, on one of its rows.
     involved = np.flatnonzero(sites.n_neighbours + sites.copies > 1)
-    fluxes, noise = _box_fluxes(band_images, positions[sites.first_row[involved]], bands)
+    fluxes, noise = box_fluxes(
+        band_images, pixel_positions_by_band(band_images, positions[sites.first_row[involved]], bands)
+    )
     flux = np.full((len(sites.copies), fluxes.shape[1]), np.nan)
     flux[involved] = fluxes
     site_blended = sites.crowded.copy()
@@ -160,10 +162,25 @@ def _unique_rows(points):
     return points[first], first, site_of, copies
 
 
-def _box_fluxes(band_images, positions, bands):
-    """3 x 3 pixel sums (AB-normalised) and their sky noise, ``(n, n_bands)`` each; NaN off the image."""
-    pixels = pixel_positions_by_band(band_images, positions, bands)
-    flux = np.full((len(positions), len(pixels)), np.nan)
+def box_fluxes(band_images, pixels):
+    """3 x 3 pixel sums (AB-normalised) and their sky noise at given pixel positions.
+
+    Parameters
+    ----------
+    band_images : dict
+        Band -> `~astro_stargal.io.BandImage`.
+    pixels : dict
+        Band -> ``(x, y)`` pixel positions (`~astro_stargal.pipeline.pixel_positions_by_band`).
+
+    Returns
+    -------
+    flux : 2D `~numpy.ndarray`
+        ``(n, len(pixels))`` in the order of ``pixels``; NaN off the image.
+    noise : 1D `~numpy.ndarray`
+        The sky noise of each column's sum.
+    """
+    n_sources = len(next(iter(pixels.values()))[0]) if pixels else 0
+    flux = np.full((n_sources, len(pixels)), np.nan)
     noise = np.full(len(pixels), np.nan)
     for column, (band, (x, y)) in enumerate(pixels.items()):
         image = band_images[band]
