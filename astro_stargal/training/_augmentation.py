@@ -114,10 +114,10 @@ class RotateFlip(Augmentation):
 
     Examples
     --------
-    >>> stamps = torch.arange(16.0).reshape(1, 1, 4, 4)
-    >>> rotated, _ = RotateFlip()(stamps, None, torch.Generator().manual_seed(0))
-    >>> rotated.shape
-    torch.Size([1, 1, 4, 4])
+    >>> stamps, catalog = torch.arange(32.0).reshape(1, 2, 4, 4), torch.ones(1, 1, 7)
+    >>> rotated, _ = RotateFlip()(stamps, catalog, torch.Generator().manual_seed(1))
+    >>> bool(torch.equal(rotated.flatten().sort().values, stamps.flatten().sort().values))
+    True
     """
 
     def __call__(self, stamps, catalog, generator):

@@ -81,11 +81,14 @@ class TrainConfig:
     resume : bool
         Continue from ``output_dir/checkpoint.pt`` if present.
     progress : bool or None
-        Progress bars (None: only where the output is a terminal).
+        Progress bars: True while preparing the fields and during each epoch,
+        False never, None (the default) only while preparing the fields.
     name : str or None
         Model name written in the metadata.
     provenance : dict or None
-        Extra JSON-able provenance (e.g. the simulator command) for the metadata.
+        Extra JSON-able provenance (e.g. the simulator command), added to
+        ``metadata["training"]``; what `train` records itself (fields,
+        counts, this configuration) takes precedence over a key of the same name.
 
     Examples
     --------
