@@ -134,7 +134,7 @@ class TrainConfig:
         self._set("stamp_size", self._integer("stamp_size", minimum=1))
         self._set("label_column", self._text("label_column"))
         self._set("init", self._text("init", paths=True))
-        if self.backbone not in BACKBONES:
+        if not isinstance(self.backbone, str) or self.backbone not in BACKBONES:
             self._refuse("backbone", self.backbone, f"one of {sorted(BACKBONES)}")
         if not _is_branches(self.branches):
             self._refuse("branches", self.branches, "('image', 'catalog'), ('image',) or ('catalog',)")
@@ -289,6 +289,7 @@ class TrainConfig:
 def _is_branches(branches):
     return (
         isinstance(branches, (list, tuple))
+        and all(isinstance(branch, str) for branch in branches)
         and len(branches) > 0
         and len(set(branches)) == len(branches)
         and set(branches) <= {"image", "catalog"}
