@@ -1,6 +1,10 @@
 """Retraining: a tiny configuration trains end to end on the CPU, resumes exactly, and its weights load."""
 
+import ast
+import dataclasses
+import inspect
 import json
+import textwrap
 from types import SimpleNamespace
 
 import numpy as np
@@ -13,11 +17,19 @@ from astro_stargal.cli import main
 from astro_stargal.instrument import band_order
 from astro_stargal.models import load_model
 from astro_stargal.training import (
+    Augmentation,
+    BandDropout,
+    RotateFlip,
+    SkyNoise,
+    TrainConfig,
     build_training_set,
+    fit_calibration,
     labelled_fields,
+    split_by_field,
+    standard_augmentations,
     train,
 )
-from astro_stargal.training._train import _TrainingLoop, _WeightAverage, fit_calibration, split_by_field
+from astro_stargal.training._loop import TrainingLoop, _WeightAverage
 
 pytest.importorskip("galsim")
 
@@ -116,7 +128,7 @@ def test_weights_record_their_provenance(trained):
     assert model.bands == band_order()
     training = model.metadata["training"]
     assert training["init"] == "random"
-    assert training["options"]["seed"] == TINY["seed"]
+    assert training["config"]["seed"] == TINY["seed"]
     assert set(training["validation_fields"]) < set(training["fields"])
     assert model.metadata["temperature"] > 0
 
@@ -204,12 +216,186 @@ def test_fine_tuning_leaves_the_loaded_initial_model_untouched(sky, tmp_path, tr
 
 def test_time_budget_replans_after_the_slow_first_epoch_but_never_beyond_the_request():
     loop = SimpleNamespace(epoch=1, requested_epochs=60, planned_epochs=60)
-    _TrainingLoop.fit_plan_to_budget(loop, 6.3, 190.0)  # first epoch slowed by warm-up
+    TrainingLoop.fit_plan_to_budget(loop, 6.3, 190.0)  # first epoch slowed by warm-up
     assert loop.planned_epochs == 31
     loop.epoch = 2
-    _TrainingLoop.fit_plan_to_budget(loop, 4.5, 185.0)
+    TrainingLoop.fit_plan_to_budget(loop, 4.5, 185.0)
     assert loop.planned_epochs == 43, "the second epoch's speed lengthens the plan again"
-    _TrainingLoop.fit_plan_to_budget(loop, 1.0, 1e6)
+    TrainingLoop.fit_plan_to_budget(loop, 1.0, 1e6)
     assert loop.planned_epochs == 60
-    _TrainingLoop.fit_plan_to_budget(loop, 4.5, -10.0)
+    TrainingLoop.fit_plan_to_budget(loop, 4.5, -10.0)
     assert loop.planned_epochs == 2, "an exhausted budget ends the run after the current epoch"
+
+
+def test_train_config_round_trips_through_the_weights_metadata(trained):
+    _, weights_dir = trained
+    recorded = load_model(weights_dir, device="cpu").metadata["training"]["config"]
+    config = TrainConfig.from_dict(recorded)
+    assert config == TrainConfig(**TINY)
+    assert config.augmentations == (RotateFlip(), SkyNoise(max_sigma=0.5), BandDropout(probability=0.15))
+    assert TrainConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+
+
+def test_every_option_of_train_config_is_recorded_and_restored():
+    config = TrainConfig(
+        bands=["g", "r", "i"],
+        stamp_size=24,
+        label_column="truth",
+        init="random",
+        backbone="resnet18",
+        branches=["image"],
+        epochs=7,
+        batch_size=64,
+        learning_rate=1e-3,
+        weight_decay=0.01,
+        average_decay=0.0,
+        augmentations=[BandDropout(probability=0.4), RotateFlip()],
+        validation_fraction=0.3,
+        patience=2,
+        seed=5,
+        device="cpu",
+        cache="cache.npz",
+        n_jobs=2,
+        max_minutes=1.5,
+        resume=False,
+        progress=False,
+        name="ablation",
+        provenance={"simulator": "simulate_tiles(...)", "tiles": [1, 2]},
+    )
+    described = config.to_dict()
+    assert set(described) == {field.name for field in dataclasses.fields(TrainConfig)}
+    assert TrainConfig.from_dict(json.loads(json.dumps(described))) == config
+    defaults = TrainConfig()
+    assert all(getattr(config, name) != getattr(defaults, name) for name in described), (
+        "each option is exercised"
+    )
+
+
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        ({"epochs": 0}, "epochs"),
+        ({"batch_size": 12.5}, "batch_size"),
+        ({"learning_rate": -1e-3}, "learning_rate"),
+        ({"average_decay": 1.0}, "average_decay"),
+        ({"validation_fraction": 1.0}, "validation_fraction"),
+        ({"patience": 0}, "patience"),
+        ({"backbone": "vgg16"}, "backbone"),
+        ({"branches": ("image", "spectrum")}, "branches"),
+        ({"bands": "gri"}, "bands"),
+        ({"augmentations": ["rotate"]}, "augmentations"),
+        ({"max_minutes": float("nan")}, "max_minutes"),
+        ({"resume": "yes"}, "resume"),
+        ({"provenance": {"started": object()}}, "provenance"),
+    ],
+)
+def test_an_invalid_option_is_refused_naming_it(options, named):
+    with pytest.raises(ValueError, match=f"TrainConfig: {named} must be"):
+        TrainConfig(**options)
+
+
+def test_an_unknown_option_is_refused_before_any_work(sky, tmp_path):
+    output = tmp_path / "never_made"
+    with pytest.raises(TypeError, match="unknown training option 'epoch'"):
+        train(sky, output, epoch=3)
+    assert not output.exists()
+    with pytest.raises(ValueError, match="no option 'epoch'"):
+        TrainConfig.from_dict({"epoch": 3})
+
+
+def test_augmentations_describe_themselves_and_are_rebuilt_from_the_description():
+    for augmentation in (RotateFlip(), SkyNoise(max_sigma=0.25), BandDropout(probability=0.4)):
+        description = augmentation.to_dict()
+        assert description["name"] == type(augmentation).__name__
+        assert Augmentation.from_dict(json.loads(json.dumps(description))) == augmentation
+    with pytest.raises(ValueError, match="unknown augmentation 'Blur'"):
+        Augmentation.from_dict({"name": "Blur", "sigma": 1.0})
+    with pytest.raises(ValueError, match="SkyNoise: max_sigma must be"):
+        SkyNoise(max_sigma=-0.5)
+    with pytest.raises(ValueError, match="BandDropout: probability must be"):
+        BandDropout(probability=1.5)
+
+
+def test_todays_augment_and_band_dropout_keywords_map_onto_the_augmentation_list():
+    assert TrainConfig().augmentations == standard_augmentations()
+    assert TrainConfig().with_options(augment=False).augmentations == (BandDropout(probability=0.15),)
+    assert TrainConfig().with_options(band_dropout=0.3).augmentations == (
+        RotateFlip(),
+        SkyNoise(max_sigma=0.5),
+        BandDropout(probability=0.3),
+    )
+    assert TrainConfig().with_options(augment=False, band_dropout=0).augmentations == ()
+    with pytest.raises(TypeError, match="not both"):
+        TrainConfig().with_options(augment=False, augmentations=[RotateFlip()])
+
+
+def test_augmentations_keep_what_they_must():
+    generator = torch.Generator().manual_seed(0)
+    n_bands = 3
+    pixels = torch.randn(64, n_bands, 8, 8)
+    valid = torch.ones(64, n_bands, 8, 8)
+    valid[:, 2] = 0  # the third band is missing everywhere
+    stamps = torch.cat([pixels * valid, valid], dim=1)
+    catalog = torch.ones(64, n_bands, 7)
+    catalog[:, 2] = 0
+
+    rotated, same_catalog = RotateFlip()(stamps, catalog, generator)
+    assert same_catalog is catalog
+    assert torch.equal(rotated.flatten(2).sort().values, stamps.flatten(2).sort().values), (
+        "pixels move, unchanged"
+    )
+    assert not torch.equal(rotated, stamps)
+
+    noisy, _ = SkyNoise(max_sigma=0.5)(stamps, catalog, generator)
+    assert torch.equal(noisy[:, n_bands:], valid), "validity channels unchanged"
+    assert torch.all(noisy[:, 2] == 0), "no noise where the band has no data"
+    assert not torch.equal(noisy[:, :2], stamps[:, :2])
+
+    dropped_stamps, dropped_catalog = BandDropout(probability=0.9)(stamps, catalog, generator)
+    present = dropped_catalog[:, :, -1] > 0
+    assert torch.all(present.sum(dim=1) >= 1), "one present band always stays"
+    assert torch.all(~present[:, 2]), "a missing band is never revived"
+    hidden = ~present[:, :2]
+    assert hidden.any()
+    assert torch.all(dropped_stamps[:, :2][hidden] == 0) and torch.all(
+        dropped_stamps[:, n_bands : n_bands + 2][hidden] == 0
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class CountingAugmentation(Augmentation):
+    """A transform defined outside the package: it leaves the batch alone and counts the calls."""
+
+    calls = 0
+
+    def __call__(self, stamps, catalog, generator):
+        CountingAugmentation.calls += 1
+        return stamps, catalog
+
+
+def test_an_ablation_with_another_augmentation_list_runs_and_is_recorded(sky, tmp_path, trained):
+    output, _ = trained
+    augmentations = [CountingAugmentation(), BandDropout(probability=0.3)]
+    config = TrainConfig(**(TINY | {"epochs": 1, "augmentations": augmentations}))
+    CountingAugmentation.calls = 0
+    weights_dir = train(sky, tmp_path / "ablation", config, cache=output / "training_set.npz")
+    model = load_model(weights_dir, device="cpu")
+    n_train = model.metadata["training"]["n_train"]
+    assert CountingAugmentation.calls == -(-n_train // TINY["batch_size"]), "applied to every batch"
+    recorded = model.metadata["training"]["config"]
+    assert recorded["augmentations"] == [
+        {"name": "CountingAugmentation"},
+        {"name": "BandDropout", "probability": 0.3},
+    ]
+    assert TrainConfig.from_dict(recorded) == dataclasses.replace(
+        config, cache=str(output / "training_set.npz")
+    )
+
+
+def test_train_signature_and_body_fit_on_one_screen():
+    source = textwrap.dedent(inspect.getsource(train))
+    function = ast.parse(source).body[0]
+    docstring = function.body[0]
+    assert isinstance(docstring.value, ast.Constant) and isinstance(docstring.value.value, str)
+    n_lines = len(source.splitlines()) - (docstring.end_lineno - docstring.lineno + 1)
+    assert n_lines <= 45, f"train() is {n_lines} lines without its docstring"
