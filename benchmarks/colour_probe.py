@@ -230,6 +230,9 @@ def main(argv=None):
     distance, _ = cKDTree(colours[stars & (magnitude < 26)]).query(colours)
     missed = bright & compact & ~stars & (np.asarray(classified["p_star"]) >= 0.5)
     caught = bright & compact & ~stars & (np.asarray(classified["p_star"]) < 0.5)
+    if not missed.any():
+        print(f"the bundled model missed no compact galaxy at r < {ACCEPTANCE_R_LIMIT:g} on the test tiles")
+        return
     print(
         f"true ugrizy colour distance to the nearest star: missed compact galaxies median "
         f"{np.median(distance[missed]):.2f} mag (min {distance[missed].min():.2f}), "
