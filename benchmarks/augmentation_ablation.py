@@ -13,21 +13,16 @@ Usage::
 
     astro-stargal simulate aug_train --size 768 --tiles 6 --seed 31 --variation
     astro-stargal simulate aug_test --size 1024 --tiles 4 --seed 99
-    python benchmarks/augmentation_ablation.py aug_train aug_test --work aug_runs \\
+    python -m benchmarks.augmentation_ablation aug_train aug_test --work aug_runs \\
         [--backbone resnet18] [--branches image] [--epochs 8] [--device cpu]
 """
 
 import argparse
-import json
-import sys
-import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from evaluate_model import classify_simulation, summarise
-
 from astro_stargal.training import train
+
+from .common import Stopwatch, classify_simulation, summarise, write_json
 
 REPORTED = (
     "star_recall_r_lt_25",
@@ -57,23 +52,23 @@ def main(argv=None):
     results = {}
     for augment in (True, False):
         name = "augmented" if augment else "plain"
-        started = time.perf_counter()
-        weights_dir = train(
-            args.train_sky,
-            args.work / name,
-            init="random",
-            backbone=args.backbone,
-            branches=tuple(args.branches.split(",")),
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            augment=augment,
-            patience=args.epochs,
-            seed=args.seed,
-            device=args.device,
-            cache=args.work / "training_set.npz",
-            progress=False,
-        )
-        seconds = time.perf_counter() - started
+        with Stopwatch() as watch:
+            weights_dir = train(
+                args.train_sky,
+                args.work / name,
+                init="random",
+                backbone=args.backbone,
+                branches=tuple(args.branches.split(",")),
+                epochs=args.epochs,
+                batch_size=args.batch_size,
+                augment=augment,
+                patience=args.epochs,
+                seed=args.seed,
+                device=args.device,
+                cache=args.work / "training_set.npz",
+                progress=False,
+            )
+        seconds = watch.seconds
         summary = summarise(classify_simulation(args.test_sky, weights=weights_dir, device=args.device))
         results[name] = {key: summary[key] for key in REPORTED} | {"training_seconds": seconds}
         print(f"{name}: trained in {seconds:.0f} s", flush=True)
@@ -81,7 +76,7 @@ def main(argv=None):
     print(f"\n{'figure':<28} {'augmented':>10} {'plain':>10}")
     for key in REPORTED:
         print(f"{key:<28} {results['augmented'][key]:>10.4f} {results['plain'][key]:>10.4f}")
-    (args.work / "augmentation_ablation.json").write_text(json.dumps(results, indent=1))
+    write_json(args.work / "augmentation_ablation.json", results)
     return results
 
 

@@ -13,54 +13,57 @@ Writes ``--tiles`` synthetic 7-band tiles (noise with a TAN WCS, FITS) with
 
 Usage::
 
-    PYTHONPATH=. python3 benchmarks/benchmark_dask.py [--tiles 4] [--sources 600] [--tiny-tiles 16] [--device cpu]
+    python -m benchmarks.benchmark_dask [--tiles 4] [--sources 600] [--tiny-tiles 16] [--device cpu]
+
+Needs dask's ``distributed`` (the ``distributed`` extra of astro_stargal).
 """
 
 import argparse
-import os
-import platform
-import sys
 import tempfile
-import time
 import warnings
 from pathlib import Path
 
 import numpy as np
-from astropy.table import Table
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchmark_memory import _checkout_weights, _field_wcs, write_field
 
 from astro_stargal import classify_sources, load_model
 from astro_stargal.distributed import classify_tiles
+
+from .common import (
+    Stopwatch,
+    field_wcs,
+    machine_description,
+    model_weights,
+    random_positions,
+    require_module,
+    write_noise_field,
+)
 
 #: Side of each synthetic tile in pixels.
 TILE_SIZE = 1024
 
 
 def _tiles(directory, n_tiles, n_sources):
-    wcs = _field_wcs(TILE_SIZE)
+    wcs = field_wcs(TILE_SIZE)
     tiles = {}
     for tile in range(n_tiles):
-        paths = write_field(Path(directory) / f"tile{tile}", TILE_SIZE, seed=tile)
-        rng = np.random.default_rng(100 + tile)
-        sky = wcs.pixel_to_world(*rng.uniform(0, TILE_SIZE - 1, (2, n_sources)))
-        tiles[f"tile{tile}"] = (Table({"ra": sky.ra.deg, "dec": sky.dec.deg}), paths)
+        paths = write_noise_field(Path(directory) / f"tile{tile}", TILE_SIZE, seed=tile)
+        table = random_positions(wcs, TILE_SIZE, n_sources, np.random.default_rng(100 + tile))
+        tiles[f"tile{tile}"] = (table, paths)
     return tiles
 
 
 def _local_seconds(tiles, model):
-    started = time.perf_counter()
-    for table, images in tiles.values():
-        classify_sources(table, images, weights=model, progress=False)
-    return time.perf_counter() - started
+    with Stopwatch() as watch:
+        for table, images in tiles.values():
+            classify_sources(table, images, weights=model, progress=False)
+    return watch.seconds
 
 
 def _dask_seconds(tiles, client, weights, device):
-    started = time.perf_counter()
-    _, failures = classify_tiles(tiles, client=client, weights=weights, device=device, progress=False)
+    with Stopwatch() as watch:
+        _, failures = classify_tiles(tiles, client=client, weights=weights, device=device, progress=False)
     assert not failures, failures
-    return time.perf_counter() - started
+    return watch.seconds
 
 
 def main(argv=None):
@@ -73,10 +76,12 @@ def main(argv=None):
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--weights")
     args = parser.parse_args(argv)
-    from distributed import Client, LocalCluster
+    distributed = require_module(
+        "distributed", "pip install 'dask[distributed]', or astro_stargal[distributed]"
+    )
 
     warnings.simplefilter("ignore")
-    weights = args.weights or _checkout_weights()
+    weights = model_weights(args.weights)
     model = load_model(weights, device=args.device)
     directory = tempfile.mkdtemp(prefix="astro_stargal_dask_")
     tiles = _tiles(directory, args.tiles, args.sources)
@@ -84,7 +89,7 @@ def main(argv=None):
     tiny = {f"tiny{k}": (first_table[k : k + 1], first_images) for k in range(args.tiny_tiles)}
     n_sources = args.tiles * args.sources
     print(
-        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, device {args.device}; "
+        f"machine: {machine_description()}, device {args.device}; "
         f"{args.tiles} tiles x {args.sources} sources, model {model.name}"
     )
 
@@ -94,10 +99,10 @@ def main(argv=None):
     print(f"local (this process):  {n_sources / local:,.0f} sources/s")
     for n_workers in (1, 2):
         with (
-            LocalCluster(
+            distributed.LocalCluster(
                 n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=":0"
             ) as cluster,
-            Client(cluster) as client,
+            distributed.Client(cluster) as client,
         ):
             _dask_seconds(dict(list(tiny.items())[:n_workers]), client, weights, args.device)  # load models
             seconds = _dask_seconds(tiles, client, weights, args.device)

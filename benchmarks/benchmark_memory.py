@@ -12,92 +12,49 @@ Goals: the 10^6 peak within 20% of the 10^5 peak, and under 4 GiB.
 
 Usage::
 
-    PYTHONPATH=. python3 benchmarks/benchmark_memory.py [--sizes 10000,100000,1000000] [--field-size 4096]
+    python -m benchmarks.benchmark_memory [--sizes 10000,100000,1000000] [--field-size 4096]
         [--device cpu] [--weights DIR] [--chunk-size N] [--workers N] [--field-dir DIR]
 """
 
 import argparse
-import os
-import platform
 import resource
 import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
-#: Pixel scale of the synthetic field (arcsec/px), the CSST one.
-PIXEL_SCALE = 0.074
+from astro_stargal import classify_sources, load_model
+from astro_stargal.instrument import band_order
 
-#: Bands written, in the bundled model's order.
-BANDS = ("NUV", "u", "g", "r", "i", "z", "y")
-
-
-def _field_wcs(size):
-    from astropy.wcs import WCS
-
-    wcs = WCS(naxis=2)
-    wcs.wcs.ctype = ["RA---TAN", "DEC--TAN"]
-    wcs.wcs.crval = [150.1, 2.2]
-    wcs.wcs.crpix = [(size + 1) / 2, (size + 1) / 2]
-    wcs.wcs.cdelt = [-PIXEL_SCALE / 3600.0, PIXEL_SCALE / 3600.0]
-    wcs.wcs.cunit = ["deg", "deg"]
-    return wcs
-
-
-def write_field(directory, size, seed=0):
-    """Write ``{band}.fits`` noise images with a WCS and ``MAGZERO``; return band -> path."""
-    from astropy.io import fits
-
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    header = _field_wcs(size).to_header()
-    header["MAGZERO"] = 25.0
-    paths = {}
-    for band in BANDS:
-        path = directory / f"{band}.fits"
-        if not path.exists():
-            fits.PrimaryHDU(rng.normal(0.0, 1.0, (size, size)).astype(np.float32), header=header).writeto(
-                path
-            )
-        paths[band] = str(path)
-    return paths
+from .common import (
+    Stopwatch,
+    field_wcs,
+    machine_description,
+    model_weights,
+    module_command,
+    random_positions,
+    write_noise_field,
+)
 
 
 def _child(args):
     """Classify ``args.child`` random sources; print ``peak_rss_bytes seconds``."""
-    from astropy.table import Table
-
-    from astro_stargal import classify_sources, load_model
-
-    weights = args.weights or _checkout_weights()
-    model = load_model(weights, device=args.device)
+    model = load_model(model_weights(args.weights), device=args.device)
     paths = {band: str(Path(args.field_dir) / f"{band}.fits") for band in model.bands}
     rng = np.random.default_rng(args.child)
-    x = rng.uniform(0, args.field_size - 1, args.child)
-    y = rng.uniform(0, args.field_size - 1, args.child)
-    sky = _field_wcs(args.field_size).pixel_to_world(x, y)
-    table = Table({"id": np.arange(args.child), "ra": sky.ra.deg, "dec": sky.dec.deg})
-    del x, y, sky
+    table = random_positions(field_wcs(args.field_size), args.field_size, args.child, rng)
+    table.add_column(np.arange(args.child), name="id", index=0)
     options = {"weights": model, "progress": False}
     if args.chunk_size:
         options["chunk_size"] = args.chunk_size
     if args.workers is not None:
         options["workers"] = args.workers
-    started = time.perf_counter()
-    result = classify_sources(table, paths, **options)
-    seconds = time.perf_counter() - started
+    with Stopwatch() as watch:
+        result = classify_sources(table, paths, **options)
     assert len(result) == args.child
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
-    print(f"{peak} {seconds}")
-
-
-def _checkout_weights():
-    directory = Path(__file__).resolve().parents[1] / "weights"
-    return str(directory) if (directory / "model.json").is_file() else None
+    print(f"{peak} {watch.seconds}")
 
 
 def main(argv=None):
@@ -117,15 +74,19 @@ def main(argv=None):
         return _child(args)
 
     field_dir = args.field_dir or tempfile.mkdtemp(prefix="astro_stargal_memory_")
-    write_field(field_dir, args.field_size)
-    image_bytes = len(BANDS) * args.field_size**2 * 4
+    write_noise_field(field_dir, args.field_size)
+    n_bands = len(band_order())
+    image_bytes = n_bands * args.field_size**2 * 4
     print(
-        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, device {args.device}; "
-        f"field {args.field_size}^2 px x {len(BANDS)} bands ({image_bytes / 2**30:.2f} GiB of FITS)"
+        f"machine: {machine_description()}, device {args.device}; "
+        f"field {args.field_size}^2 px x {n_bands} bands ({image_bytes / 2**30:.2f} GiB of FITS)"
     )
     peaks = {}
     for n_sources in (int(text) for text in args.sizes.split(",")):
-        command = [sys.executable, __file__, "--child", str(n_sources), "--field-dir", field_dir]
+        # Each size in a fresh process, so that its peak is its own.
+        command = module_command(
+            "benchmarks.benchmark_memory", "--child", n_sources, "--field-dir", field_dir
+        )
         command += ["--field-size", str(args.field_size), "--device", args.device]
         for option in ("weights", "chunk_size", "workers"):
             value = getattr(args, option)

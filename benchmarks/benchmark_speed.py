@@ -14,22 +14,19 @@ Renders one CSST-like field (or reads a simulator directory), then times:
 With ``--repeat N`` the network-only and end-to-end timings alternate N
 times and the best of each is kept. Prints sources per second and their ratio (the goals: end to end within 1.3x
 of the network alone; at least 30,000 sources/s end to end on an H100). State
-the machine with the figures. Runs from a checkout without installing
-(``PYTHONPATH=.``); the bundled model is then read from ``weights/``.
+the machine with the figures. Runs from a checkout without installing; the
+bundled model is then read from ``weights/``.
 
 Usage::
 
-    PYTHONPATH=. python3 benchmarks/benchmark_speed.py --device cuda --sources 100000
-    python benchmarks/benchmark_speed.py [--sky-dir DIR] [--size 1024] [--device cpu] [--weights DIR]
+    python -m benchmarks.benchmark_speed --device cuda --sources 100000
+    python -m benchmarks.benchmark_speed [--sky-dir DIR] [--size 1024] [--device cpu] [--weights DIR]
         [--sources N] [--workers N] [--chunk-size N]
 """
 
 import argparse
 import math
-import os
-import platform
 import tempfile
-import time
 from pathlib import Path
 from unittest.mock import patch
 
@@ -49,15 +46,13 @@ from astro_stargal.pipeline import (
 )
 from astro_stargal.training import labelled_fields
 
+from .common import Stopwatch, machine_description, model_weights, simulated_sky
+
 
 def _fields(args):
     if args.sky_dir:
         return labelled_fields(Path(args.sky_dir))
-    from astro_stargal.simulate import write_field
-
-    directory = Path(tempfile.mkdtemp()) / "bench_sky"
-    write_field(directory, args.size, seed=4242)
-    return labelled_fields(directory)
+    return simulated_sky(Path(tempfile.mkdtemp()) / "bench_sky", tiles=1, size=args.size, seed=4242)
 
 
 def main(argv=None):
@@ -88,15 +83,12 @@ def main(argv=None):
     )
     args = parser.parse_args(argv)
 
-    model = load_model(args.weights or _checkout_weights(), device=args.device)
+    model = load_model(model_weights(args.weights), device=args.device)
     batch_size = args.batch_size or default_batch_size(model.device)
     workers = default_workers(model.device) if args.workers is None else args.workers
     field = _fields(args)[0]
     table = vstack([field.table] * math.ceil(args.sources / len(field.table)))[: args.sources]
-    print(
-        f"machine: {platform.processor() or platform.machine()}, {_cores()} cores, "
-        f"{torch.get_num_threads()} torch threads, device {model.device}"
-    )
+    print(f"machine: {machine_description()}, {torch.get_num_threads()} torch threads, device {model.device}")
     if model.device.type == "cuda":
         print(f"GPU: {torch.cuda.get_device_name(model.device)}")
     print(
@@ -120,11 +112,9 @@ def main(argv=None):
     # drifts (shared or throttled cores) affects both alike.
     network_rate = end_to_end_rate = 0.0
     for _ in range(args.repeat):
-        _synchronise(model.device)
-        started = time.perf_counter()
-        run_network(model, stamps, catalog, batch_size)
-        _synchronise(model.device)
-        network_rate = max(network_rate, usable.sum() / (time.perf_counter() - started))
+        with Stopwatch(model.device) as watch:
+            run_network(model, stamps, catalog, batch_size)
+        network_rate = max(network_rate, usable.sum() / watch.seconds)
         end_to_end_rate = max(end_to_end_rate, _rate(table, field.images, workers=workers, **options))
     del inputs, stamps, catalog
     images_on_device = DeviceImages.fit(read_images(field.images, model.bands), model.device)
@@ -147,28 +137,9 @@ def main(argv=None):
 
 
 def _rate(table, images, **options):
-    started = time.perf_counter()
-    classify_sources(table, images, **options)
-    _synchronise(options["weights"].device)
-    return len(table) / (time.perf_counter() - started)
-
-
-def _checkout_weights():
-    """The repository's weights/ folder when run from a checkout (no entry point without installing)."""
-    directory = Path(__file__).resolve().parents[1] / "weights"
-    return directory if (directory / "model.json").is_file() else None
-
-
-def _cores():
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count()
-
-
-def _synchronise(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    with Stopwatch(options["weights"].device) as watch:
+        classify_sources(table, images, **options)
+    return len(table) / watch.seconds
 
 
 if __name__ == "__main__":

@@ -7,13 +7,14 @@ speed in sources per second.
 
 Usage::
 
-    python benchmarks/check_simulator.py [--size 1024] [--seed 1] [--star-density 300]
+    python -m benchmarks.check_simulator [--size 1024] [--seed 1] [--star-density 300] [--variation]
 """
 
 import argparse
-import time
 
 from astro_stargal.simulate import simulate_field, validate_field
+
+from .common import Stopwatch
 
 
 def main(argv=None):
@@ -24,11 +25,10 @@ def main(argv=None):
     parser.add_argument("--variation", action="store_true")
     args = parser.parse_args(argv)
 
-    start = time.perf_counter()
-    images, truth = simulate_field(
-        args.size, seed=args.seed, star_density=args.star_density, variation=args.variation
-    )
-    elapsed = time.perf_counter() - start
+    with Stopwatch() as watch:
+        images, truth = simulate_field(
+            args.size, seed=args.seed, star_density=args.star_density, variation=args.variation
+        )
     report = validate_field(images, truth, seed=args.seed)
     report["depth_offset"] = report["depth"] - report["depth_table"]
     for name in ("depth", "depth_table", "depth_offset", "photometry_offset"):
@@ -36,9 +36,9 @@ def main(argv=None):
     report["star_fwhm"].format = ".4f"
     report.pprint_all()
     print(
-        f"{len(truth)} sources x {len(images)} bands in {elapsed:.1f} s: "
-        f"{len(truth) / elapsed:.1f} sources/s (all bands), "
-        f"{len(truth) * len(images) / elapsed:.0f} source-band draws/s"
+        f"{len(truth)} sources x {len(images)} bands in {watch.seconds:.1f} s: "
+        f"{len(truth) / watch.seconds:.1f} sources/s (all bands), "
+        f"{len(truth) * len(images) / watch.seconds:.0f} source-band draws/s"
     )
     within = abs(report["depth_offset"]) < 0.3
     print(f"depth within 0.3 mag of the table: {int(within.sum())}/{len(report)} bands")

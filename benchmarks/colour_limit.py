@@ -13,8 +13,9 @@ The ideal classifier is generous in every respect:
   position (the minimum-variance estimate for a point source); the only
   errors are the simulator's sky, dark, read and source noise.
 * It knows the simulated populations exactly: star and compact-galaxy
-  fluxes are drawn with the simulator's own routines (``_draw_stars``,
-  ``_draw_galaxies``) at the simulator's densities, many times more than in
+  fluxes are drawn with the simulator's own routines
+  (`astro_stargal.simulate.draw_stars`, `~astro_stargal.simulate.draw_galaxies`)
+  at the simulator's densities, many times more than in
   the test sky, and used as templates. Its posterior
   ``P(star | fluxes)`` is the template sum of the Gaussian likelihood, which
   is the Bayes posterior in the limit of many templates.
@@ -35,8 +36,8 @@ lacks, so the network can beat it only by resolving some compact galaxies.
 
 Usage::
 
-    python benchmarks/evaluate_model.py SKY --table SKY_CLASSIFIED.ecsv
-    python benchmarks/colour_limit.py SKY SKY_CLASSIFIED.ecsv
+    python -m benchmarks.evaluate_model SKY --table SKY_CLASSIFIED.ecsv
+    python -m benchmarks.colour_limit SKY SKY_CLASSIFIED.ecsv
 
 ``SKY`` must be a nominal sky (``astro-stargal simulate`` without
 ``--variation``): the templates are drawn for the nominal conditions.
@@ -48,130 +49,29 @@ import time
 from pathlib import Path
 
 import numpy as np
-from astropy.io import fits
 from astropy.table import Table, join
 from scipy.special import logsumexp
 
-from astro_stargal import simulate
-from astro_stargal.instrument import (
-    CSST_BANDS,
-    DARK_CURRENT,
-    PIXEL_SCALE,
-    READ_NOISE,
-    ab_zeropoint,
-    band_order,
-)
+from astro_stargal.instrument import PIXEL_SCALE, ab_zeropoint, band_order
 from astro_stargal.simulate import (
+    DEFAULT_GALAXY_DENSITY,
+    DEFAULT_STAR_DENSITY,
     FieldConditions,
-    build_band_psf,
     draw_field_conditions,
     draw_galaxies,
     draw_stars,
-    import_galsim,
-    make_gsparams,
 )
 
-#: Test sources brighter than this true r magnitude are scored (the acceptance cut).
-R_LIMIT = 25.0
+from .common import ACCEPTANCE_R_LIMIT, PointSourceNoise, forced_psf_fluxes
 
 #: Templates are kept within this many magnitudes of the faintest scored source.
 TEMPLATE_MARGIN = 1.5
-
-#: Side in pixels of the forced PSF fit, and sub-pixel steps of its PSF table.
-FIT_SIZE = 15
-SUBPIXEL_STEPS = 8
 
 #: Posterior thresholds at which the ideal classifier's trade-off is printed.
 THRESHOLDS = (0.5, 0.7, 0.9, 0.97, 0.99, 0.997, 0.999)
 
 #: Observations and templates are compared within this r-magnitude window (in sigma of the r flux).
 WINDOW_SIGMA = 8.0
-
-
-def band_psf(band, conditions):
-    """The simulator's PSF of ``band``: ``.effective`` (with the pixel, unit flux) and ``.fwhm`` (arcsec)."""
-    galsim = import_galsim()
-    return build_band_psf(galsim, band, conditions, make_gsparams(galsim))
-
-
-def psf_stamps(profile, size=FIT_SIZE, steps=SUBPIXEL_STEPS):
-    """``stamps[j, i]``: the unit-flux PSF on a ``size``-square stamp, offset by ``(i, j) / steps - 1/2`` px."""
-    offsets = (np.arange(steps) + 0.5) / steps - 0.5
-    return np.array(
-        [
-            [
-                profile.drawImage(
-                    nx=size, ny=size, scale=PIXEL_SCALE, method="no_pixel", offset=(dx, dy)
-                ).array
-                for dx in offsets
-            ]
-            for dy in offsets
-        ]
-    )
-
-
-def psf_sums(stamps):
-    """``(sum p^2, sum p^3)`` of the unit-flux pixel PSF, averaged over sub-pixel positions."""
-    return (stamps**2).sum(axis=(2, 3)).mean(), (stamps**3).sum(axis=(2, 3)).mean()
-
-
-class PointSourceNoise:
-    """Flux errors (e-/s) of PSF-fit photometry of a point source in each band."""
-
-    def __init__(self, conditions):
-        self.bands = band_order()
-        self.stamps = {band: psf_stamps(band_psf(band, conditions).effective) for band in self.bands}
-        sums = np.array([psf_sums(self.stamps[band]) for band in self.bands])
-        self.sum_p2, self.sum_p3 = sums[:, 0], sums[:, 1]
-        props = [CSST_BANDS[band] for band in self.bands]
-        self.exptime = np.array([p.exptime for p in props])
-        background = np.array(
-            [
-                (p.sky_rate * conditions.sky_scale[b] + DARK_CURRENT)
-                for p, b in zip(props, self.bands, strict=True)
-            ]
-        )
-        read = np.array([READ_NOISE**2 * p.n_visits for p in props])
-        # var(F) = sum p^2 var_i / (sum p^2)^2 with var_i = (B + F p_i) / t + RN^2 n / t^2.
-        self.floor = (background / self.exptime + read / self.exptime**2) / self.sum_p2
-        self.source = self.sum_p3 / (self.exptime * self.sum_p2**2)
-
-    def sigma(self, flux):
-        return np.sqrt(self.floor + np.clip(flux, 0.0, None) * self.source)
-
-
-def forced_patches(sky, table, bands):
-    """Yield ``(band index, rows, jy, jx, patches)``: pixels around each row's true position.
-
-    ``patches`` are the ``FIT_SIZE``-square cut-outs of the sky's images around
-    the rows (of ``table``) that are at least half a box from the edge, and
-    ``(jy, jx)`` index the tabulated PSF nearest to each sub-pixel offset
-    (`psf_stamps`). Neighbours are not modelled: a blended source's patch
-    holds part of its neighbour.
-    """
-    half = FIT_SIZE // 2
-    steps = np.arange(-half, half + 1)
-    tiles = np.asarray(table["tile"])
-    for tile in np.unique(tiles):
-        rows = np.flatnonzero(tiles == tile)
-        x, y = np.asarray(table["x"])[rows], np.asarray(table["y"])[rows]
-        ix, iy = np.round(x).astype(int), np.round(y).astype(int)
-        jx = np.clip(((x - ix + 0.5) * SUBPIXEL_STEPS).astype(int), 0, SUBPIXEL_STEPS - 1)
-        jy = np.clip(((y - iy + 0.5) * SUBPIXEL_STEPS).astype(int), 0, SUBPIXEL_STEPS - 1)
-        for index, band in enumerate(bands):
-            data = fits.getdata(sky / f"tile{tile}_{band}.fits")
-            inside = (ix >= half) & (iy >= half) & (ix < data.shape[1] - half) & (iy < data.shape[0] - half)
-            patches = data[iy[inside, None, None] + steps[:, None], ix[inside, None, None] + steps]
-            yield index, rows[inside], jy[inside], jx[inside], patches
-
-
-def forced_psf_fluxes(sky, table, noise):
-    """PSF-fit fluxes (e-/s) of the ``table`` rows at their true positions (NaN near the edges)."""
-    result = np.full((len(table), len(noise.bands)), np.nan)
-    for index, rows, jy, jx, patches in forced_patches(sky, table, noise.bands):
-        psf = noise.stamps[noise.bands[index]][jy, jx]
-        result[rows, index] = (psf * patches).sum(axis=(1, 2)) / (psf**2).sum(axis=(1, 2))
-    return result
 
 
 def fluxes(mags, bands):
@@ -203,10 +103,10 @@ def draw_templates(star_fields, galaxy_fields, population, faintest_r, seed):
     star_flux, galaxy_flux = [], []
     for conditions, n_star_fields, n_galaxy_fields in groups:
         stars = draw_stars(
-            rng, rng.poisson(simulate.DEFAULT_STAR_DENSITY * field_area * n_star_fields), conditions, rng
+            rng, rng.poisson(DEFAULT_STAR_DENSITY * field_area * n_star_fields), conditions, rng
         )
         galaxies = draw_galaxies(
-            rng, rng.poisson(simulate.DEFAULT_GALAXY_DENSITY * field_area * n_galaxy_fields), conditions
+            rng, rng.poisson(DEFAULT_GALAXY_DENSITY * field_area * n_galaxy_fields), conditions
         )
         star_flux.append(fluxes(stars["mags"][stars["mags"][:, r_index] < faintest_r], band_order()))
         keep = galaxies["compact"] & (galaxies["mags"][:, r_index] < faintest_r)
@@ -241,7 +141,7 @@ def log_likelihood(observed, sigma, templates, r_index):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("sky", type=Path, help="nominal simulator output directory (truth.ecsv)")
-    parser.add_argument("classified", type=Path, help="evaluate_model.py --table output for that sky")
+    parser.add_argument("classified", type=Path, help="benchmarks.evaluate_model --table output for that sky")
     parser.add_argument(
         "--population",
         choices=("nominal", "training"),
@@ -266,7 +166,7 @@ def main(argv=None):
     r_index = bands.index("r")
     noise = PointSourceNoise(conditions)
 
-    bright = np.asarray(table["mag_r"]) < R_LIMIT
+    bright = np.asarray(table["mag_r"]) < ACCEPTANCE_R_LIMIT
     is_star = np.asarray(table["label"] == "star")
     compact = np.asarray(table["compact"]) & ~is_star
     scored = bright & (is_star | compact)
@@ -275,7 +175,7 @@ def main(argv=None):
     true_flux = fluxes(np.column_stack([np.asarray(test[f"mag_{b}"]) for b in bands]), bands)
 
     star_templates, galaxy_templates = draw_templates(
-        args.star_fields, args.galaxy_fields, args.population, R_LIMIT + TEMPLATE_MARGIN, args.seed
+        args.star_fields, args.galaxy_fields, args.population, ACCEPTANCE_R_LIMIT + TEMPLATE_MARGIN, args.seed
     )
     # Stars and galaxies come from different numbers of fields: put the prior back.
     star_prior = math.log(args.galaxy_fields / args.star_fields)
@@ -314,10 +214,10 @@ def main(argv=None):
     ideal_star_misses = float(missed[test_star].sum())
     network_galaxy_misses = int(network_missed[~test_star].sum())
     network_star_misses = int(network_missed[test_star].sum())
-    print(f"sky {args.sky} (nominal), true r < {R_LIMIT}")
+    print(f"sky {args.sky} (nominal), true r < {ACCEPTANCE_R_LIMIT}")
     print(
         f"templates ({args.population} populations): {len(star_templates)} stars from {args.star_fields} fields, "
-        f"{len(galaxy_templates)} compact galaxies from {args.galaxy_fields} (r < {R_LIMIT + TEMPLATE_MARGIN}); "
+        f"{len(galaxy_templates)} compact galaxies from {args.galaxy_fields} (r < {ACCEPTANCE_R_LIMIT + TEMPLATE_MARGIN}); "
         f"{args.realisations} noise realisations per source"
     )
     print("PSF-fit 5-sigma point-source depth per band (sky-limited):")
@@ -339,7 +239,7 @@ def main(argv=None):
     )
     ideal_recall = 1 - ideal_galaxy_misses / n_galaxies_bright
     print(
-        f"galaxy recall at r < {R_LIMIT} if every non-compact galaxy were recognised: "
+        f"galaxy recall at r < {ACCEPTANCE_R_LIMIT} if every non-compact galaxy were recognised: "
         f"{ideal_recall:.4f} (ideal), {1 - network_galaxy_misses / n_galaxies_bright:.4f} (network); "
         f"n = {n_galaxies_bright}"
     )
@@ -368,7 +268,7 @@ def main(argv=None):
         print(f"  {threshold:>30.3f}{galaxies_missed:>26.1f}{stars_missed:>14.1f}")
     print(
         f"targets on this sky: at most {int(0.002 * n_galaxies_bright)} galaxies and "
-        f"{int(0.003 * n_stars)} stars missed at r < {R_LIMIT} (99.8% and 99.7%)"
+        f"{int(0.003 * n_stars)} stars missed at r < {ACCEPTANCE_R_LIMIT} (99.8% and 99.7%)"
     )
     print(f"took {time.perf_counter() - started:.0f} s")
 

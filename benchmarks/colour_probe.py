@@ -14,17 +14,17 @@ the network's catalog branch reads already hold that difference:
    recall of galaxies with a true half-light radius below 0.1".
    On a nominal sky (``--exact-psf``), also with what the simulator's exact
    PSF gives, the best a field PSF model could: PSF-fit asinh magnitudes
-   and their colours (`colour_limit.forced_psf_fluxes`), and SExtractor's
+   and their colours (`benchmarks.common.forced_psf_fluxes`), and SExtractor's
    ``SPREAD_MODEL`` per band (Desai et al. 2012). With ``--learning-curve``,
    the colours probe is also trained on fewer tiles: does more data help?
 4. Prints the bundled model's figures on the same sources beside it (from the
-   ECSV that ``evaluate_model.py --table`` wrote), and how far each missed
+   ECSV that ``python -m benchmarks.evaluate_model --table`` wrote), and how far each missed
    compact galaxy's true colours lie from the nearest star's.
 
 Usage::
 
-    python benchmarks/evaluate_model.py SKY --table SKY_CLASSIFIED.ecsv
-    python benchmarks/colour_probe.py SKY SKY_CLASSIFIED.ecsv
+    python -m benchmarks.evaluate_model SKY --table SKY_CLASSIFIED.ecsv
+    python -m benchmarks.colour_probe SKY SKY_CLASSIFIED.ecsv
 """
 
 import argparse
@@ -40,7 +40,15 @@ from astro_stargal.instrument import ab_zeropoint, band_order
 from astro_stargal.simulate import FieldConditions, import_galsim, make_gsparams
 from astro_stargal.training import build_training_set, labelled_fields
 
-RESOLVED_RADIUS = 0.1  # arcsec
+from .common import (
+    ACCEPTANCE_R_LIMIT,
+    RESOLVED_RADIUS,
+    PointSourceNoise,
+    band_psf,
+    forced_patches,
+    forced_psf_fluxes,
+    psf_stamps,
+)
 
 
 def features(sky_dir):
@@ -63,8 +71,6 @@ def spread_model(sky_dir, truth):
     with an exponential of scale length FWHM/16; 0 for stars, positive for
     extended sources. Rows near the edges, or with no flux, get 0.
     """
-    from colour_limit import band_psf, forced_patches, psf_stamps
-
     galsim = import_galsim()
     gsparams = make_gsparams(galsim)
     conditions = FieldConditions()
@@ -89,8 +95,6 @@ def spread_model(sky_dir, truth):
 
 def psf_fit_magnitudes(sky_dir, truth):
     """Asinh AB magnitudes (softening: the flux error) of PSF fits at the true positions, exact PSF."""
-    from colour_limit import PointSourceNoise, forced_psf_fluxes
-
     noise = PointSourceNoise(FieldConditions())
     flux = np.nan_to_num(forced_psf_fluxes(Path(sky_dir), truth, noise))
     error = noise.sigma(flux)
@@ -154,7 +158,7 @@ def main(argv=None):
     )
     parser.add_argument("sky", help="a held-out simulator output directory with several tiles")
     parser.add_argument(
-        "classified", help="the sky classified by the bundled model (evaluate_model.py --table)"
+        "classified", help="the sky classified by the bundled model (benchmarks.evaluate_model --table)"
     )
     parser.add_argument(
         "--exact-psf",
@@ -173,9 +177,11 @@ def main(argv=None):
     if not np.allclose(np.asarray(truth["mag_r"]), magnitude, equal_nan=True):
         sys.exit("the prepared rows do not follow the truth table")
     test = field >= (field.max() + 1) // 2
-    bright = test & (magnitude < 25)
+    bright = test & (magnitude < ACCEPTANCE_R_LIMIT)
     compact = np.asarray(truth["half_light_radius"]) < RESOLVED_RADIUS
-    print(f"{args.sky}: probe trained on {int((~test).sum())} sources, tested on the other tiles at r < 25")
+    print(
+        f"{args.sky}: probe trained on {int((~test).sum())} sources, tested on the other tiles at r < {ACCEPTANCE_R_LIMIT:g}"
+    )
     report(
         "bundled model (images + catalog)", np.asarray(classified["p_star"]) >= 0.5, labels, bright, compact
     )
@@ -224,6 +230,9 @@ def main(argv=None):
     distance, _ = cKDTree(colours[stars & (magnitude < 26)]).query(colours)
     missed = bright & compact & ~stars & (np.asarray(classified["p_star"]) >= 0.5)
     caught = bright & compact & ~stars & (np.asarray(classified["p_star"]) < 0.5)
+    if not missed.any():
+        print(f"the bundled model missed no compact galaxy at r < {ACCEPTANCE_R_LIMIT:g} on the test tiles")
+        return
     print(
         f"true ugrizy colour distance to the nearest star: missed compact galaxies median "
         f"{np.median(distance[missed]):.2f} mag (min {distance[missed].min():.2f}), "

@@ -28,31 +28,34 @@ SExtractor would see them:
    otherwise); and, marked optimistic, CLASS_STAR and SPREAD_MODEL thresholds
    chosen on these very sources to minimise the errors.
 
-Outputs: one table (printed, ``benchmarks/results/compare_peers.ecsv``), its
-Markdown version with the settings and caveats (``docs/comparison.md``) and a
-figure of error rate, completeness and purity against magnitude
-(``docs/_static/comparison.png``).
+Outputs: one table (printed, ``benchmarks/results/compare_peers.ecsv``), the
+rates per magnitude bin behind the figure
+(``benchmarks/results/compare_peers_by_magnitude.ecsv``), the Markdown page
+with the settings and caveats (``docs/comparison.md``) and the figure of
+error rate, completeness and purity against magnitude
+(``docs/_static/comparison.png``). ``python -m benchmarks.make_docs_figures``
+redraws the page and the figure from the two tables.
 
-SExtractor and PSFEx are installed when missing: if neither
-``source-extractor`` nor ``sex``, or ``psfex``, is on the PATH, the script runs
-``apt-get update`` and ``apt-get install -y source-extractor psfex`` (Debian
-packages; needs root).
+Prerequisites: SExtractor (``source-extractor`` or ``sex``) and PSFEx
+(``psfex``) on the PATH, with SExtractor's data files (``default.nnw``,
+``gauss_1.5_3x3.conv``) beside them (``PREFIX/share/source-extractor``) or
+in one of `DATA_DIRECTORIES`: e.g. the Debian/Ubuntu packages
+``source-extractor`` and ``psfex``, or the conda-forge packages
+``astromatic-source-extractor`` and ``astromatic-psfex``. The script stops with a message
+if they are missing; it installs nothing. GalSim renders the tiles.
 
 Usage::
 
-    python benchmarks/compare_peers.py                 # 4 tiles of 1024 px, a few minutes on 2 cores
-    python benchmarks/compare_peers.py --tiles 16      # the whole held-out set
+    python -m benchmarks.compare_peers                 # 4 tiles of 1024 px, a few minutes on 2 cores
+    python -m benchmarks.compare_peers --tiles 48      # the held-out set of docs/comparison.md
 """
 
 import argparse
 import itertools
 import os
-import platform
 import shutil
 import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -64,11 +67,20 @@ from scipy.spatial import cKDTree
 from astro_stargal import classify_sources, load_model
 from astro_stargal.evaluation import purity_completeness, wilson_interval
 from astro_stargal.instrument import PIXEL_SCALE
-from astro_stargal.simulate import simulate_tiles
-from astro_stargal.training import labelled_fields
 
-REPOSITORY = Path(__file__).resolve().parent.parent
-CONFIG_DIR = REPOSITORY / "benchmarks" / "sextractor"
+from .common import (
+    ACCEPTANCE_R_LIMIT,
+    DOCS_DIR,
+    RESULTS_DIR,
+    STATIC_DIR,
+    Stopwatch,
+    machine_description,
+    model_weights,
+    require_program,
+    simulated_sky,
+)
+
+CONFIG_DIR = Path(__file__).resolve().parent / "sextractor"
 SEXTRACTOR_CONFIG = CONFIG_DIR / "compare_peers.sex"
 PSF_STARS_PARAMETERS = CONFIG_DIR / "psfex_stars.param"
 MEASUREMENT_PARAMETERS = CONFIG_DIR / "compare_peers.param"
@@ -86,7 +98,6 @@ DATA_DIRECTORIES = (
 
 DETECTION_BAND = "r"
 MATCH_RADIUS_ARCSEC = 0.15
-BRIGHT_LIMIT = 25.0  # true r magnitude of the acceptance selection
 
 #: The DES "modest" cut: galaxy where SPREAD_MODEL + 3 SPREADERR_MODEL exceeds this.
 SPREAD_MODEL_GALAXY_CUT = 0.003
@@ -105,7 +116,26 @@ METHODS = (
 REFERENCE_METHOD = "CLASS_STAR"
 RATIO_COLUMNS = ("errors_vs_class_star", "errors_vs_class_star_lower", "errors_vs_class_star_upper")
 
+#: Edges of the true r-magnitude bins of the figure, and the methods it shows with their line styles.
 FIGURE_BINS = (17, 19, 20, 21, 22, 23, 24, 25, 26, 27)
+FIGURE_STYLES = {
+    "astro_stargal (7 bands)": ("tab:red", "-", "o"),
+    "astro_stargal (r only)": ("tab:orange", "--", "o"),
+    "CLASS_STAR": ("tab:blue", "-", "s"),
+    "SPREAD_MODEL (DES cut)": ("tab:green", "-", "^"),
+}
+
+#: Where the outputs go by default.
+TABLE_PATH = RESULTS_DIR / "compare_peers.ecsv"
+BY_MAGNITUDE_PATH = RESULTS_DIR / "compare_peers_by_magnitude.ecsv"
+MARKDOWN_PATH = DOCS_DIR / "comparison.md"
+FIGURE_PATH = STATIC_DIR / "comparison.png"
+
+#: Columns of `purity_completeness` that the figure shows per bin.
+RATE_COLUMNS = ("star_completeness", "galaxy_completeness", "star_purity", "galaxy_purity")
+
+#: The defaults of the command line, left out of the command the Markdown page quotes.
+DEFAULT_TILES, DEFAULT_SIZE, DEFAULT_SEED = 4, 1024, 99
 
 
 # --------------------------------------------------------------------------
@@ -114,18 +144,14 @@ FIGURE_BINS = (17, 19, 20, 21, 22, 23, 24, 25, 26, 27)
 
 
 def find_tools():
-    """Return the SExtractor and PSFEx executables, installing the Debian packages if needed."""
-    sextractor = shutil.which("source-extractor") or shutil.which("sex")
-    psfex = shutil.which("psfex")
-    if sextractor is None or psfex is None:
-        print("SExtractor or PSFEx missing: apt-get install -y source-extractor psfex")
-        subprocess.run(["apt-get", "update"], check=True)
-        subprocess.run(["apt-get", "install", "-y", "source-extractor", "psfex"], check=True)
-        sextractor = shutil.which("source-extractor") or shutil.which("sex")
-        psfex = shutil.which("psfex")
-    if sextractor is None or psfex is None:
-        msg = "SExtractor and PSFEx are still not on the PATH after apt-get install"
-        raise RuntimeError(msg)
+    """Return the SExtractor and PSFEx executables; stop with a message if either is not installed."""
+    sextractor = require_program(
+        ("source-extractor", "sex"),
+        "SExtractor: the Debian/Ubuntu package source-extractor, or conda-forge astromatic-source-extractor",
+    )
+    psfex = require_program(
+        ("psfex",), "PSFEx: the Debian/Ubuntu package psfex, or conda-forge astromatic-psfex"
+    )
     return sextractor, psfex
 
 
@@ -134,16 +160,24 @@ def _tool_version(executable):
     return output.strip().splitlines()[0] if output.strip() else Path(executable).name
 
 
-def copy_data_files(workdir):
-    """Copy the CLASS_STAR network and the detection filter from the SExtractor installation."""
+def copy_data_files(workdir, sextractor):
+    """Copy the CLASS_STAR network and the detection filter from the SExtractor installation.
+
+    They are looked for under the installation prefix of the ``sextractor``
+    executable (``PREFIX/share/source-extractor``, as conda installs it),
+    then in `DATA_DIRECTORIES`.
+    """
+    prefix = Path(sextractor).resolve().parent.parent
+    directories = [prefix / "share" / "source-extractor", prefix / "share" / "sextractor"]
+    directories += [Path(directory) for directory in DATA_DIRECTORIES]
     for name in (NEURAL_NETWORK_FILE, FILTER_FILE):
-        for directory in DATA_DIRECTORIES:
-            source = Path(directory) / name
+        for directory in directories:
+            source = directory / name
             if source.exists():
                 shutil.copy(source, workdir / name)
                 break
         else:
-            msg = f"cannot find SExtractor's {name} in {DATA_DIRECTORIES}"
+            msg = f"cannot find SExtractor's {name} in {[str(directory) for directory in directories]}"
             raise FileNotFoundError(msg)
 
 
@@ -154,13 +188,12 @@ def copy_data_files(workdir):
 
 def _run(command, cwd):
     """Run a command in ``cwd``; return its wall time in seconds."""
-    started = time.perf_counter()
-    completed = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
-    seconds = time.perf_counter() - started
+    with Stopwatch() as watch:
+        completed = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
     if completed.returncode != 0:
         msg = f"{' '.join(map(str, command))} failed ({completed.returncode}):\n{completed.stderr[-2000:]}"
         raise RuntimeError(msg)
-    return seconds
+    return watch.seconds
 
 
 def run_sextractor(image_path, *, sextractor, psfex):
@@ -266,11 +299,11 @@ def compare_field(field, workdir, *, sextractor, psfex, model):
 
     timings = {"sextractor_seconds": detections.meta["seconds"], "n_detections": len(detections)}
     for key, images in (("p_star", field.images), ("p_star_r_only", {"r": field.images["r"]})):
-        started = time.perf_counter()
-        classified = classify_sources(
-            matched["ra", "dec"], images, weights=model, position_columns=("ra", "dec"), progress=False
-        )
-        timings[f"{key}_seconds"] = time.perf_counter() - started
+        with Stopwatch() as watch:
+            classified = classify_sources(
+                matched["ra", "dec"], images, weights=model, position_columns=("ra", "dec"), progress=False
+            )
+        timings[f"{key}_seconds"] = watch.seconds
         matched[key] = classified["p_star"]
     timings["psf_fwhm_arcsec"] = detections.meta["psf_fwhm_arcsec"]
     return matched, timings
@@ -322,8 +355,8 @@ def called_star(matched, method, is_star):
 
 
 def _selections(matched):
-    bright = np.asarray(matched["mag_r"]) < BRIGHT_LIMIT
-    return ((f"r < {BRIGHT_LIMIT:g}", bright), ("all matched", np.ones(len(matched), bool)))
+    bright = np.asarray(matched["mag_r"]) < ACCEPTANCE_R_LIMIT
+    return ((f"r < {ACCEPTANCE_R_LIMIT:g}", bright), ("all matched", np.ones(len(matched), bool)))
 
 
 def _ratio_with_interval(errors, reference_errors):
@@ -420,16 +453,57 @@ def comparison_table(matched, timings):
 # --------------------------------------------------------------------------
 
 
-def plot_comparison(matched, path):
-    """Error rate, star/galaxy completeness and star/galaxy purity against true r magnitude."""
+def rates_by_magnitude(matched):
+    """Per figure method and true r bin (`FIGURE_BINS`): true stars and galaxies, error rate, completeness, purity.
+
+    This table is what the figure draws; it is kept in
+    ``benchmarks/results/`` so that the figure can be redrawn without
+    SExtractor.
+    """
+    is_star = np.asarray(matched["label"]) == "star"
+    mag_r = np.asarray(matched["mag_r"])
+    edges = np.asarray(FIGURE_BINS, dtype=float)
+    n_stars, _ = np.histogram(mag_r[is_star], bins=edges)
+    n_galaxies, _ = np.histogram(mag_r[~is_star], bins=edges)
+    rows = []
+    for method in FIGURE_STYLES:
+        calls, _ = called_star(matched, method, is_star)
+        scored = Table({"p_star": calls, "label": matched["label"], "mag_r": mag_r})
+        binned = purity_completeness(scored, mag_column="mag_r", bins=edges)[1:]
+        for k, (low, high) in enumerate(itertools.pairwise(edges)):
+            in_bin = (mag_r >= low) & (mag_r < high)
+            rows.append(
+                {
+                    "method": method,
+                    "r_min": low,
+                    "r_max": high,
+                    "n_stars": int(n_stars[k]),
+                    "n_galaxies": int(n_galaxies[k]),
+                    "error_rate": _errors(calls[in_bin], is_star[in_bin]) / max(1, in_bin.sum()),
+                    **{name: float(binned[k][name]) for name in RATE_COLUMNS},
+                }
+            )
+    table = Table(rows=rows)
+    table["n_stars"].description = "True stars among the matched sources in the bin (all methods alike)"
+    table["n_galaxies"].description = "True galaxies among the matched sources in the bin (all methods alike)"
+    table["error_rate"].description = "Misclassified fraction of the bin (r_min <= r < r_max)"
+    for name in RATE_COLUMNS:
+        table[name].description = f"{name.replace('_', ' ')} in the bin (purity_completeness)"
+    return table
+
+
+def plot_comparison(by_magnitude, path):
+    """Error rate, star/galaxy completeness and star/galaxy purity against true r magnitude.
+
+    ``by_magnitude`` is the table of `rates_by_magnitude`.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    is_star = np.asarray(matched["label"]) == "star"
     panels = (
-        ("error rate", None),
+        ("error rate", "error_rate"),
         ("star completeness", "star_completeness"),
         ("galaxy completeness", "galaxy_completeness"),
         ("star purity", "star_purity"),
@@ -437,26 +511,18 @@ def plot_comparison(matched, path):
     )
     figure, axes = plt.subplots(2, 3, figsize=(14, 8), constrained_layout=True)
     axes = axes.ravel()
-    styles = {
-        "astro_stargal (7 bands)": ("tab:red", "-", "o"),
-        "astro_stargal (r only)": ("tab:orange", "--", "o"),
-        "CLASS_STAR": ("tab:blue", "-", "s"),
-        "SPREAD_MODEL (DES cut)": ("tab:green", "-", "^"),
-    }
-    edges = np.asarray(FIGURE_BINS, dtype=float)
-    centres = 0.5 * (edges[1:] + edges[:-1])
-    for method, (colour, linestyle, marker) in styles.items():
-        calls, _ = called_star(matched, method, is_star)
-        scored = Table({"p_star": calls, "label": matched["label"], "mag_r": np.asarray(matched["mag_r"])})
-        binned = purity_completeness(scored, mag_column="mag_r", bins=edges)[1:]
-        errors = []
-        for low, high in itertools.pairwise(edges):
-            rows = (scored["mag_r"] >= low) & (scored["mag_r"] < high)
-            errors.append(_errors(calls[rows], is_star[rows]) / max(1, rows.sum()))
+    for method, (colour, linestyle, marker) in FIGURE_STYLES.items():
+        rows = by_magnitude[by_magnitude["method"] == method]
+        centres = 0.5 * (np.asarray(rows["r_min"]) + np.asarray(rows["r_max"]))
         for ax, (_, column) in zip(axes, panels, strict=False):
-            values = np.asarray(errors) if column is None else np.asarray(binned[column], dtype=float)
             ax.plot(
-                centres, values, color=colour, linestyle=linestyle, marker=marker, markersize=4, label=method
+                centres,
+                np.asarray(rows[column], dtype=float),
+                color=colour,
+                linestyle=linestyle,
+                marker=marker,
+                markersize=4,
+                label=method,
             )
     for ax, (title, _) in zip(axes, panels, strict=False):
         ax.set_title(title)
@@ -468,9 +534,14 @@ def plot_comparison(matched, path):
     for ax in axes[1:5]:
         ax.set_ylim(0.0, 1.02)
     counts_ax = axes[5]
+    counts = by_magnitude[by_magnitude["method"] == next(iter(FIGURE_STYLES))]
+    edges = np.append(np.asarray(counts["r_min"]), counts["r_max"][-1])
+    centres = 0.5 * (edges[1:] + edges[:-1])
+    # The histogram of the matched sources' magnitudes, redrawn from its counts.
     counts_ax.hist(
-        [np.asarray(matched["mag_r"])[is_star], np.asarray(matched["mag_r"])[~is_star]],
+        [centres, centres],
         bins=edges,
+        weights=[np.asarray(counts["n_stars"]), np.asarray(counts["n_galaxies"])],
         color=["tab:orange", "tab:blue"],
         label=["true stars", "true galaxies"],
         histtype="step",
@@ -538,10 +609,10 @@ def write_markdown(table, meta, path):
         )
         for row in table
     }
-    bright = f"r < {BRIGHT_LIMIT:g}"
+    bright = f"r < {ACCEPTANCE_R_LIMIT:g}"
     text = f"""# astro_stargal against SExtractor CLASS_STAR and SPREAD_MODEL
 
-Generated by `{meta["command"]}`; the
+Generated by `{command_line(meta)}`; the
 numbers below are in `benchmarks/results/compare_peers.ecsv`.
 
 ## What was compared
@@ -648,31 +719,49 @@ from the colours.
 
 def simulate_held_out(sky_dir, *, n_tiles, size, seed):
     """Render the held-out tiles once; reuse them when ``sky_dir`` already holds them."""
-    if not (sky_dir / "truth.ecsv").exists():
-        print(f"simulating {n_tiles} tiles of {size} px, seed {seed}, into {sky_dir}")
-        simulate_tiles(sky_dir, n_tiles, size=size, seed=seed, n_jobs=min(n_tiles, os.cpu_count() or 1))
-    fields = labelled_fields(sky_dir)
+    fields = simulated_sky(
+        sky_dir, tiles=n_tiles, size=size, seed=seed, n_jobs=min(n_tiles, os.cpu_count() or 1)
+    )
     if len(fields) == 1 and "tile" not in fields[0].table.colnames:
         fields[0].table["tile"] = 0
     return fields
+
+
+def command_line(meta):
+    """The command that makes these results, from the parameters recorded in ``meta``."""
+    options = [
+        f"{flag} {meta[key]}"
+        for flag, key, default in (
+            ("--tiles", "n_tiles", DEFAULT_TILES),
+            ("--size", "size", DEFAULT_SIZE),
+            ("--seed", "seed", DEFAULT_SEED),
+        )
+        if meta[key] != default
+    ]
+    return " ".join(["python -m benchmarks.compare_peers", *options])
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--tiles", type=int, default=4, help="number of held-out tiles (default 4)")
-    parser.add_argument("--size", type=int, default=1024, help="tile size in pixels (default 1024)")
-    parser.add_argument("--seed", type=int, default=99, help="simulation seed (default 99, held out)")
+    parser.add_argument(
+        "--tiles", type=int, default=DEFAULT_TILES, help="number of held-out tiles (default 4)"
+    )
+    parser.add_argument("--size", type=int, default=DEFAULT_SIZE, help="tile size in pixels (default 1024)")
+    parser.add_argument(
+        "--seed", type=int, default=DEFAULT_SEED, help="simulation seed (default 99, held out)"
+    )
     parser.add_argument(
         "--workdir",
         type=Path,
         default=Path(tempfile.gettempdir()) / "astro_stargal_compare_peers",
         help="where the simulated tiles and SExtractor files go",
     )
-    parser.add_argument("--table", type=Path, default=REPOSITORY / "benchmarks/results/compare_peers.ecsv")
-    parser.add_argument("--markdown", type=Path, default=REPOSITORY / "docs/comparison.md")
-    parser.add_argument("--figure", type=Path, default=REPOSITORY / "docs/_static/comparison.png")
+    parser.add_argument("--table", type=Path, default=TABLE_PATH)
+    parser.add_argument("--by-magnitude", type=Path, default=BY_MAGNITUDE_PATH)
+    parser.add_argument("--markdown", type=Path, default=MARKDOWN_PATH)
+    parser.add_argument("--figure", type=Path, default=FIGURE_PATH)
     args = parser.parse_args(argv)
     if args.seed == 20261126:
         parser.error("seed 20261126 trained the bundled model; choose a held-out seed")
@@ -682,9 +771,9 @@ def main(argv=None):
     fields = simulate_held_out(sky_dir, n_tiles=args.tiles, size=args.size, seed=args.seed)
     sextractor_dir = args.workdir / f"sextractor_seed{args.seed}_tiles{args.tiles}_size{args.size}"
     sextractor_dir.mkdir(parents=True, exist_ok=True)
-    copy_data_files(sextractor_dir)
+    copy_data_files(sextractor_dir, sextractor)
 
-    model = load_model(None, device="cpu")
+    model = load_model(model_weights(), device="cpu")
     tables, timings = [], []
     for field in fields:
         matched, timing = compare_field(
@@ -703,9 +792,6 @@ def main(argv=None):
     table = comparison_table(matched, timings)
     area = args.tiles * (args.size * PIXEL_SCALE / 60) ** 2
     meta = {
-        "command": " ".join(
-            ["python benchmarks/compare_peers.py", *(sys.argv[1:] if argv is None else argv)]
-        ),
         "n_tiles": args.tiles,
         "size": args.size,
         "seed": args.seed,
@@ -713,7 +799,7 @@ def main(argv=None):
         "n_detections": sum(t["n_detections"] for t in timings),
         "n_matched": len(matched),
         "mean_psf_fwhm_arcsec": float(np.mean([t["psf_fwhm_arcsec"] for t in timings])),
-        "machine": f"{platform.machine()} {os.cpu_count()}-core CPU",
+        "machine": machine_description(),
         "torch_threads": torch.get_num_threads(),
         "sextractor_version": _tool_version(sextractor),
         "psfex_version": _tool_version(psfex),
@@ -724,13 +810,15 @@ def main(argv=None):
         "astro_stargal_seconds": sum(t["p_star_seconds"] for t in timings),
         "astro_stargal_r_only_seconds": sum(t["p_star_r_only_seconds"] for t in timings),
     }
-    table.meta.update(meta)
+    table.meta.update({"command": command_line(meta), **meta})
     table.pprint_all()
-    args.table.parent.mkdir(parents=True, exist_ok=True)
-    table.write(args.table, overwrite=True)
-    write_markdown(table, meta, args.markdown)
-    plot_comparison(matched, args.figure)
-    print(f"wrote {args.table}, {args.markdown}, {args.figure}")
+    by_magnitude = rates_by_magnitude(matched)
+    for path, result in ((args.table, table), (args.by_magnitude, by_magnitude)):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        result.write(path, overwrite=True)
+    write_markdown(table, table.meta, args.markdown)
+    plot_comparison(by_magnitude, args.figure)
+    print(f"wrote {args.table}, {args.by_magnitude}, {args.markdown}, {args.figure}")
     return table
 
 

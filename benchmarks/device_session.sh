@@ -5,9 +5,9 @@
 # model in whatever time is left inside BUDGET seconds, and leaves everything
 # worth keeping in $OUT (logs.tgz; int8 and float16 weights in <16 MB parts). The held-out test
 # skies are simulated and classified elsewhere (they need no GPU):
-#   python benchmarks/evaluate_model.py TEST_SKY --weights RUN/weights
+#   python -m benchmarks.evaluate_model TEST_SKY --weights RUN/weights
 # With SPEED=1 it first simulates a 16-tile test sky and measures the
-# classification speed on it (benchmark_speed.py).
+# classification speed on it (python -m benchmarks.benchmark_speed).
 #
 #   OUT=results bash benchmarks/device_session.sh            # on the GPU machine
 #   QUICK=1 OUT=/tmp/out bash benchmarks/device_session.sh   # smoke run on a CPU
@@ -40,17 +40,17 @@ nvidia-smi --query-gpu=name,memory.total --format=csv 2>/dev/null | tee "$OUT/ma
 if [ -n "${SPEED:-}" ]; then
     python3 -m astro_stargal simulate "$WORK/speed_sky" --size 1024 --tiles 16 --seed 99 \
         --n-jobs 16 2>&1 | tail -2
-    python3 benchmarks/benchmark_speed.py --sky-dir "$WORK/speed_sky" "${SPEED_ARGS[@]}" 2>&1 | tee "$OUT/speed.txt"
+    python3 -m benchmarks.benchmark_speed --sky-dir "$WORK/speed_sky" "${SPEED_ARGS[@]}" 2>&1 | tee "$OUT/speed.txt"
 fi
-python3 benchmarks/train_bundled_model.py "$WORK" "${SCALE[@]}" --skies-only --no-test 2>&1 | tee "$OUT/log_skies.txt" || exit 1
+python3 -m benchmarks.train_bundled_model "$WORK" "${SCALE[@]}" --skies-only --no-test 2>&1 | tee "$OUT/log_skies.txt" || exit 1
 MINUTES=$(python3 -c "print(round(max(0.5, ($BUDGET - $SECONDS - $BUILD_AND_SAVE) / 60), 2))")
 echo "training budget: $MINUTES min (${SECONDS} s used so far)"
-python3 benchmarks/train_bundled_model.py "$WORK" "${SCALE[@]}" "${DEVICE[@]}" --skip-skies --no-test \
+python3 -m benchmarks.train_bundled_model "$WORK" "${SCALE[@]}" "${DEVICE[@]}" --skip-skies --no-test \
     --variants fused --max-minutes "${MAX_MINUTES:-$MINUTES}" 2>&1 | tee "$OUT/log_train.txt"
 
 # At most 8 files come back: one tarball of logs and history, the int8 weights
 # (2 parts) and the float weights of the best epoch as float16 (4 parts), for
-# benchmarks/quantisation_check.py.
+# python -m benchmarks.quantisation_check.
 RUN=$WORK/run_fused
 python3 - "$RUN" <<'PYTHON'
 import sys, torch

@@ -12,23 +12,19 @@ acceptance figures of each.
 Usage::
 
     cat float16_state.part-* > best_state_fp16.safetensors
-    python benchmarks/quantisation_check.py best_state_fp16.safetensors test_sky [--weights DIR]
+    python -m benchmarks.quantisation_check best_state_fp16.safetensors test_sky [--weights DIR]
 """
 
 import argparse
 import copy
 import dataclasses
-import sys
-from pathlib import Path
 
 import numpy as np
 from safetensors.torch import load_file
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from evaluate_model import classify_simulation, print_summary, summarise
-
 from astro_stargal import load_model
+
+from .common import classify_simulation, model_weights, print_summary, summarise
 
 #: Buffers fitted after training (on the int8 network); the float state holds their initial values.
 KEPT_FROM_BUNDLED = ("temperature", "calibration_bias", "feature_mean", "feature_std")
@@ -57,7 +53,7 @@ def main(argv=None):
     parser.add_argument("--weights", help="the int8 weights directory (default: bundled)")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
-    int8 = load_model(args.weights, device=args.device)
+    int8 = load_model(model_weights(args.weights), device=args.device)
     results = {}
     for label, model in (("int8 (shipped)", int8), ("float", float_model(int8, args.state))):
         results[label] = classify_simulation(args.sky_dir, weights=model, device=args.device)

@@ -18,28 +18,24 @@ Steps:
 
 With ``--no-test`` steps 2 and 4 are left out (the GPU session does this, and
 the test skies are simulated and classified on another machine with
-``evaluate_model.py``).
+``python -m benchmarks.evaluate_model``).
 
 Usage::
 
-    python benchmarks/train_bundled_model.py WORK [--n-jobs 16] [--device cuda] [--max-minutes 4]
+    python -m benchmarks.train_bundled_model WORK [--n-jobs 16] [--device cuda] [--max-minutes 4]
         [--variants fused,image,catalog] [--skies-only | --skip-skies] [--no-test]
 """
 
 import argparse
-import json
 import subprocess
-import sys
 import time
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from evaluate_model import classify_simulation, print_summary, summarise
 
 from astro_stargal.instrument import band_order
 from astro_stargal.simulate import simulate_tiles
 from astro_stargal.training import build_training_set, labelled_fields, train
+
+from .common import classify_simulation, module_command, print_summary, summarise, write_json
 
 VARIANTS = {"fused": ("image", "catalog"), "image": ("image",), "catalog": ("catalog",)}
 FULL = {
@@ -125,7 +121,7 @@ def train_variant(work, variant, config, device, max_minutes, *, test=True):
         summary = summarise(classify_simulation(work / sky, weights=weights_dir, device=device))
         print_summary(summary, f"{variant} on {sky}")
         results[sky] = summary
-    (work / f"run_{variant}" / "test_metrics.json").write_text(json.dumps(results, indent=1))
+    write_json(work / f"run_{variant}" / "test_metrics.json", results)
 
 
 def main(argv=None):
@@ -175,15 +171,14 @@ def main(argv=None):
 
     processes = []
     for variant in args.variants.split(","):
-        command = [
-            sys.executable,
-            __file__,
-            str(args.work),
+        command = module_command(
+            "benchmarks.train_bundled_model",
+            args.work,
             "--only-variant",
             variant,
             "--max-minutes",
-            str(args.max_minutes),
-        ]
+            args.max_minutes,
+        )
         command += ["--quick"] if args.quick else []
         command += ["--no-test"] if args.no_test else []
         command += ["--device", args.device] if args.device else []

@@ -5,7 +5,8 @@ Build (warnings are errors, as in the test suite)::
     python -m sphinx -W --keep-going -b html docs docs/_build/html
 
 The build needs no network (no intersphinx) and runs no notebooks or network;
-the figures in ``_static/`` are made beforehand by ``docs/make_figures.py``.
+the figures in ``_static/`` are made beforehand by
+``python -m benchmarks.make_docs_figures``.
 """
 
 import contextlib
