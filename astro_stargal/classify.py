@@ -53,7 +53,12 @@ def classify_sources(
         HDU or HDUList, an `~astropy.nddata.NDData`/`~astropy.nddata.CCDData`
         (its mask and uncertainty are used) or an ``(array, WCS)`` pair. Any
         non-empty subset of the model's bands works; missing bands cost
-        accuracy and set the ``BAND_MISSING`` flag.
+        accuracy and set the ``BAND_MISSING`` flag. Any of these but a bare
+        array may be paired with a per-pixel noise map, ``(image, weight)``:
+        a weight (inverse variance) map as a FITS path, HDU or array, or a
+        `~astro_stargal.io.NoiseMap` of variances or sigmas. A blank image
+        (no finite, unmasked pixel of positive weight, or constant) is a
+        missing band, with a warning.
     weights : str, `~pathlib.Path` or `~astro_stargal.models.LoadedModel`, optional
         The model: a registered name (default the bundled CSST model), a
         weights directory, or a model already loaded with
@@ -119,11 +124,8 @@ def classify_sources(
     positions = positions_from_table(table, position_columns=position_columns)
     _check_images_fit_positions(band_images, positions)
     _warn_about_pixel_scale(band_images, model.metadata.get("pixel_scale"))
-    # The neighbour search runs beside the classification (in NumPy and SciPy, which release the GIL).
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        pixel_scale = model.metadata.get("pixel_scale", PIXEL_SCALE)
-        blended = pool.submit(find_blended, band_images, positions, model.bands, pixel_scale)
-        p_star, flags = predict_sources(
+    if band_images:
+        p_star, flags = _predict_with_neighbours(
             model,
             band_images,
             positions,
@@ -132,7 +134,10 @@ def classify_sources(
             chunk_size=chunk_size,
             workers=workers,
         )
-        flags[blended.result()] |= SourceFlag.BLENDED
+    else:
+        # Every image was blank (read_images warned): no source is on a usable pixel.
+        p_star = np.full(len(positions), np.nan, dtype=np.float32)
+        flags = np.where(positions.valid, SourceFlag.OFF_IMAGE, SourceFlag.BAD_POSITION).astype(np.int32)
 
     result = table.copy()
     for name, column in output_columns(p_star, flags, threshold, model.name).items():
@@ -141,6 +146,19 @@ def classify_sources(
         else:
             result.add_column(column, name=name)
     return result
+
+
+def _predict_with_neighbours(model, band_images, positions, **options):
+    """`predict_sources`, with the neighbour search (`find_blended`) run beside it.
+
+    Both run in NumPy, SciPy and PyTorch, which release the GIL.
+    """
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pixel_scale = model.metadata.get("pixel_scale", PIXEL_SCALE)
+        blended = pool.submit(find_blended, band_images, positions, model.bands, pixel_scale)
+        p_star, flags = predict_sources(model, band_images, positions, **options)
+        flags[blended.result()] |= SourceFlag.BLENDED
+    return p_star, flags
 
 
 def _validate_table(table):

@@ -1,9 +1,15 @@
 """Specifications of astro_stargal.io.read_images: the sky noise, weight maps and band names."""
 
+import mmap
+
 import numpy as np
+import pytest
+from astropy.io import fits
+from astropy.nddata import InverseVariance, NDData, StdDevUncertainty, VarianceUncertainty
 from astropy.stats import mad_std
 
-from astro_stargal.io import read_images
+from astro_stargal import StarGalaxyWarning
+from astro_stargal.io import NOISE_MAP_KINDS, NoiseMap, read_images
 
 BANDS = ("NUV", "u", "g", "r", "i", "z", "y")
 
@@ -26,3 +32,123 @@ def test_sky_noise_of_a_large_image_comes_from_a_regular_sample_close_to_the_tru
     assert image.noise == mad_std(data[::3, ::3].astype(np.float64))
     # 250,000 sampled pixels: the MAD's own scatter is 0.2 percent.
     assert abs(image.noise / 0.5 - 1) < 0.01
+
+
+# --- noise maps -----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def noisy():
+    """A 64 x 64 image of unit noise and a sigma map: 2 in the left half, 4 in the right half."""
+    rng = np.random.default_rng(6)
+    sigma = np.full((64, 64), 2.0, dtype=np.float32)
+    sigma[:, 32:] = 4.0
+    return rng.normal(0.0, 1.0, size=(64, 64)).astype(np.float32) * sigma, sigma
+
+
+def memory_mapped(array):
+    while array is not None:
+        if isinstance(array, (np.memmap, mmap.mmap)):
+            return True
+        array = getattr(array, "base", None)
+    return False
+
+
+def read_r(image, **options):
+    return read_images({"r": image}, BANDS, zeropoints={"r": 25.0}, **options)["r"]
+
+
+@pytest.mark.parametrize(
+    "as_map",
+    [
+        lambda sigma: sigma**-2,  # a plain array beside the image is a weight map
+        lambda sigma: NoiseMap(sigma**-2),
+        lambda sigma: NoiseMap(sigma**-2, kind="weight"),
+        lambda sigma: NoiseMap(sigma**2, kind="variance"),
+        lambda sigma: NoiseMap(sigma, kind="sigma"),
+    ],
+    ids=["plain", "noise_map", "weight", "variance", "sigma"],
+)
+def test_every_kind_of_noise_map_gives_the_same_per_pixel_sigma(noisy, as_map):
+    data, sigma = noisy
+    image = read_r(((data, None), as_map(sigma)))
+    np.testing.assert_allclose(image.noise_map.sigma(image.noise_map.values), sigma, rtol=1e-6)
+    assert image.noise == pytest.approx(3.0)  # the median sigma: half the pixels at 2, half at 4
+
+
+@pytest.mark.parametrize(
+    ("uncertainty", "kind"),
+    [(StdDevUncertainty, "sigma"), (VarianceUncertainty, "variance"), (InverseVariance, "weight")],
+)
+def test_nddata_uncertainty_is_the_noise_map_read_as_stored(noisy, uncertainty, kind):
+    data, sigma = noisy
+    values = {"sigma": sigma, "variance": sigma**2, "weight": sigma**-2}[kind]
+    image = read_r(NDData(data, uncertainty=uncertainty(values)))
+    assert image.noise_map.kind == kind
+    np.testing.assert_array_equal(image.noise_map.values, values)  # not converted to sigmas up front
+    np.testing.assert_allclose(image.noise_map.sigma(image.noise_map.values), sigma, rtol=1e-6)
+
+
+def test_zero_negative_and_non_finite_noise_values_are_bad_pixels():
+    for kind in NOISE_MAP_KINDS:
+        sigma = NoiseMap(np.ones((2, 2)), kind=kind).sigma(np.array([0.0, -1.0, np.nan, np.inf, 4.0]))
+        assert np.isnan(sigma[:4]).all(), kind
+        assert sigma[4] == {"weight": 0.5, "variance": 2.0, "sigma": 4.0}[kind]
+
+
+def test_weight_map_files_are_memory_mapped_and_found_beside_the_image(noisy, tmp_path):
+    data, sigma = noisy
+    fits.PrimaryHDU(data).writeto(tmp_path / "r.fits")
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(sigma**-2, name="WGT")]).writeto(
+        tmp_path / "r.weight.fits"
+    )
+    for noise in (str(tmp_path / "r.weight.fits"), f"{tmp_path / 'r.weight.fits'}[WGT]"):
+        image = read_r((str(tmp_path / "r.fits"), noise))
+        assert memory_mapped(image.noise_map.values)
+        np.testing.assert_allclose(image.noise_map.sigma(image.noise_map.values), sigma, rtol=1e-6)
+
+
+def test_variance_plane_given_as_a_weight_map_is_refused_naming_the_fix(noisy, tmp_path):
+    data, sigma = noisy
+    path = tmp_path / "calexp.fits"
+    fits.HDUList([fits.PrimaryHDU(data), fits.ImageHDU(sigma**2, name="VARIANCE")]).writeto(path)
+    with pytest.raises(ValueError, match=r"EXTNAME is 'VARIANCE'.*NoiseMap\(\.\.\., kind='variance'\)"):
+        read_r((f"{path}[0]", f"{path}[VARIANCE]"))
+    image = read_r((f"{path}[0]", NoiseMap(f"{path}[VARIANCE]", kind="variance")))
+    np.testing.assert_allclose(image.noise_map.sigma(image.noise_map.values), sigma, rtol=1e-6)
+
+
+def test_noise_map_errors_name_the_band_and_the_problem(noisy, tmp_path):
+    data, sigma = noisy
+    with pytest.raises(
+        ValueError, match=r"band 'r': noise map shape \(3, 3\) differs from image shape \(64, 64\)"
+    ):
+        read_r(((data, None), np.ones((3, 3))))
+    with pytest.raises(ValueError, match="band 'r': the image already carries an uncertainty"):
+        read_r((NDData(data, uncertainty=StdDevUncertainty(sigma)), sigma**-2))
+    with pytest.raises(
+        FileNotFoundError, match=r"band 'r': noise map FITS file '.*nowhere\.fits' does not exist"
+    ):
+        read_r(((data, None), str(tmp_path / "nowhere.fits")))
+    with pytest.raises(TypeError, match="band 'r': cannot read a noise map of type dict"):
+        read_r(((data, None), {"weight": sigma}))
+    with pytest.raises(TypeError, match="noise map values must be real numbers"):
+        read_r(((data, None), sigma.astype(complex)))
+    with pytest.raises(ValueError, match="NoiseMap kind must be one of"):
+        NoiseMap(sigma, kind="rms")
+
+
+def test_a_bare_array_pair_stays_an_array_and_wcs_pair(noisy):
+    data, sigma = noisy
+    with pytest.raises(TypeError, match=r"must be an astropy WCS or None.*\(\(array, wcs\), noise\)"):
+        read_r((data, sigma))
+
+
+def test_band_of_zero_weight_everywhere_is_blank_with_a_warning(noisy):
+    data, sigma = noisy
+    images = {"r": ((data, None), np.zeros_like(sigma)), "g": (data, None)}
+    with pytest.warns(
+        StarGalaxyWarning, match=r"\['r'\] hold no usable pixel.*of positive weight.*BAND_MISSING"
+    ):
+        band_images = read_images(images, BANDS, zeropoints={"r": 25.0, "g": 25.0})
+    assert list(band_images) == ["g"]

@@ -3,7 +3,14 @@
 Every accepted form becomes one `BandImage`: a 2-D array (memory-mapped when it
 comes from an uncompressed FITS file, so only the pixels around sources are
 read), its celestial WCS, an optional bad-pixel mask, the AB zero point, the
-saturation level and a robust estimate of the per-pixel sky noise.
+saturation level, a robust estimate of the per-pixel sky noise and, when the
+user gives one, a per-pixel `NoiseMap` (a weight, variance or sigma map beside
+the image, or the uncertainty of an NDData), read only where stamps fall.
+
+A band with no usable pixel (all NaN, masked, zero weight, or constant) is
+left out with one warning for the call, so its sources get ``BAND_MISSING``:
+a survey run over many tiles must not stop because one band of one tile is
+blank.
 """
 
 import re
@@ -13,14 +20,14 @@ from pathlib import Path
 
 import numpy as np
 from astropy.io import fits
-from astropy.nddata import NDData, StdDevUncertainty
+from astropy.nddata import InverseVariance, NDData, StdDevUncertainty, VarianceUncertainty
 from astropy.stats import mad_std
 from astropy.wcs import WCS, FITSFixedWarning
 
 from ..exceptions import StarGalaxyWarning
 from ..instrument import CSST_BANDS, ab_zeropoint
 
-__all__ = ["BandImage", "read_images"]
+__all__ = ["NOISE_MAP_KINDS", "BandImage", "NoiseMap", "read_images"]
 
 #: Header keywords searched, in this order, for the AB zero point.
 ZEROPOINT_KEYWORDS = ("MAGZERO", "MAGZPT", "MAGZP", "ZEROPNT", "ZEROPOINT", "PHOTZP", "ZP", "ZPT")
@@ -31,7 +38,102 @@ SATURATION_KEYWORDS = ("SATURATE", "SATLEVEL", "SATURATION")
 #: Number of pixels sampled (on a regular grid) to estimate the sky noise.
 NOISE_SAMPLE_SIZE = 250_000
 
+#: What the values of a `NoiseMap` are: inverse variance, variance or standard deviation.
+NOISE_MAP_KINDS = ("weight", "variance", "sigma")
+
+#: EXTNAME values that say a map holds something other than weights (inverse variances).
+_NOT_WEIGHT_EXTNAMES = {
+    "VAR": "variance",
+    "VARIANCE": "variance",
+    "SIGMA": "sigma",
+    "RMS": "sigma",
+    "ERR": "sigma",
+    "ERROR": "sigma",
+    "STDDEV": "sigma",
+    "NOISE": "sigma",
+}
+
+_IMAGE_HDUS = (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)
+
+#: Forms of one image that can be paired with a noise map: ``(image, noise)``.
+_SINGLE_IMAGE_FORMS = (str, Path, fits.HDUList, *_IMAGE_HDUS, NDData, tuple)
+
 _PATH_WITH_EXTENSION = re.compile(r"^(?P<path>.+)\[(?P<ext>[^\[\]]+)\]$")
+
+
+@dataclass(frozen=True)
+class NoiseMap:
+    """A per-pixel noise map given beside an image: weights, variances or standard deviations.
+
+    A plain map beside an image, ``{"r": ("r.fits", "r.weight.fits")}``, is
+    read as a weight map (inverse variance, as SWarp's ``MAP_WEIGHT`` and the
+    DES co-adds write it); wrap it in a `NoiseMap` to say that it holds
+    variances (as the LSST ``VARIANCE`` plane) or standard deviations (an RMS
+    map). A pixel whose value is zero, negative or not finite is a bad pixel.
+
+    Parameters
+    ----------
+    values : str, `~pathlib.Path`, HDU, `~astropy.io.fits.HDUList` or 2D `~numpy.ndarray`
+        The map: a FITS path (optionally ``'file.fits[ext]'``), an HDU (its
+        first image HDU for an HDUList) or an array of the image's shape.
+    kind : {'weight', 'variance', 'sigma'}, optional
+        What the values are: inverse variances (default), variances or
+        standard deviations, in image units.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> image = rng.normal(0.0, 2.0, size=(64, 64))
+    >>> weight = np.full((64, 64), 0.25)  # sigma 2
+    >>> read_images({"r": ((image, None), weight)}, ["r"], zeropoints={"r": 25.0})["r"].noise
+    2.0
+    >>> NoiseMap(np.full((64, 64), 4.0), kind="variance").sigma(np.array([4.0, 0.0]))
+    array([ 2., nan], dtype=float32)
+    """
+
+    values: object
+    kind: str = "weight"
+
+    def __post_init__(self):
+        if self.kind not in NOISE_MAP_KINDS:
+            msg = f"NoiseMap kind must be one of {NOISE_MAP_KINDS}, got {self.kind!r}"
+            raise ValueError(msg)
+
+    @property
+    def shape(self):
+        """Shape of the map, ``(ny, nx)`` (once read, as in `BandImage.noise_map`)."""
+        return np.shape(self.values)
+
+    def sigma(self, values, *, out=None):
+        """Per-pixel standard deviations (float32) from values of this map; NaN where a pixel is bad.
+
+        Parameters
+        ----------
+        values : `~numpy.ndarray`
+            Values of the map (any shape), e.g. stamps cut from it; read as float32.
+        out : float32 `~numpy.ndarray`, optional
+            Where to write the result (may be ``values`` itself).
+
+        Returns
+        -------
+        sigma : float32 `~numpy.ndarray`
+            Same shape; NaN where the value is zero, negative or not finite
+            (or gives a sigma of zero or infinity).
+        """
+        values = np.asarray(values, dtype=np.float32)
+        if out is None:
+            out = np.empty(values.shape, dtype=np.float32)
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            if self.kind == "weight":
+                np.sqrt(values, out=out)
+                np.reciprocal(out, out=out)
+            elif self.kind == "variance":
+                np.sqrt(values, out=out)
+            else:
+                np.copyto(out, values)
+            # NaN, zero and infinity all fail this test, whatever the kind gave them.
+            np.copyto(out, np.nan, where=~((out > 0) & (out < np.inf)))
+        return out
 
 
 @dataclass(frozen=True)
@@ -53,7 +155,11 @@ class BandImage:
     saturation : float
         Pixel value at and above which a pixel counts as saturated (inf if unknown).
     noise : float
-        Robust standard deviation of the sky pixels, in image units.
+        Standard deviation of the sky pixels, in image units: the median of
+        the noise map where there is one, else a robust estimate from the pixels.
+    noise_map : `NoiseMap` or None
+        Per-pixel noise (an array of the image's shape, possibly memory-mapped)
+        by which stamps are normalised; None to use ``noise`` everywhere.
 
     Examples
     --------
@@ -70,6 +176,7 @@ class BandImage:
     zeropoint: float
     saturation: float
     noise: float
+    noise_map: NoiseMap | None = None
 
     @property
     def shape(self):
@@ -88,7 +195,10 @@ def read_images(images, bands, *, zeropoints=None):
         `~astropy.io.fits.HDUList` or image HDU, an `~astropy.nddata.NDData`
         (or `~astropy.nddata.CCDData`; its ``mask`` and ``uncertainty`` are
         used), or an ``(array, wcs)`` pair (``wcs`` may be None for pixel
-        positions).
+        positions). Any of these but a bare array may come in an
+        ``(image, noise)`` pair with a per-pixel noise map: a weight map
+        (inverse variance) as a FITS path, HDU or array, or a `NoiseMap` that
+        says whether it holds weights, variances or standard deviations.
     bands : sequence of str
         The model's bands; every key of ``images`` must be one of them.
     zeropoints : dict, optional
@@ -98,13 +208,15 @@ def read_images(images, bands, *, zeropoints=None):
     -------
     band_images : dict
         Band -> `BandImage`, in the order of ``bands``, for the bands given.
-        Constant images are left out with a warning (they carry no information).
+        Blank images (no finite, unmasked pixel of positive weight, or every
+        such pixel equal) are left out with one warning, as missing bands; the
+        dict is empty when every image is blank.
 
     Raises
     ------
     ValueError
-        If ``images`` is empty, names an unknown band, or an image is not 2-D,
-        unreadable, or has no finite pixel.
+        If ``images`` is empty, names an unknown band, or an image or noise
+        map is not 2-D, unreadable, or of another shape than its image.
     FileNotFoundError
         If a FITS path does not exist.
 
@@ -124,10 +236,11 @@ def read_images(images, bands, *, zeropoints=None):
         raise ValueError(msg)
     band_images = {}
     assumed_zeropoints = {}
+    blank = {}
     for band in bands:
         if band not in images:
             continue
-        image = _read_one(band, images[band], zeropoints.get(band), assumed_zeropoints)
+        image = _read_one(band, images[band], zeropoints.get(band), assumed_zeropoints, blank)
         if image is not None:
             band_images[band] = image
     if assumed_zeropoints:
@@ -140,10 +253,23 @@ def read_images(images, bands, *, zeropoints=None):
             StarGalaxyWarning,
             stacklevel=3,
         )
-    if not band_images:
-        msg = "none of the images holds usable pixels (all were constant); nothing can be classified"
-        raise ValueError(msg)
+    if blank:
+        _warn_about_blank_bands(blank, any_left=bool(band_images))
     return band_images
+
+
+def _warn_about_blank_bands(blank, *, any_left):
+    reasons = "; ".join(f"{band!r}: {reason}" for band, reason in blank.items())
+    consequence = (
+        "they are treated as missing for every source (BAND_MISSING)"
+        if any_left
+        else "no band is left, so no source can be classified (OFF_IMAGE, p_star NaN)"
+    )
+    warnings.warn(
+        f"band(s) {list(blank)} hold no usable pixel ({reasons}); {consequence}",
+        StarGalaxyWarning,
+        stacklevel=4,
+    )
 
 
 def _validate_band_names(images, bands):
@@ -159,22 +285,23 @@ def _validate_band_names(images, bands):
         raise ValueError(msg)
 
 
-def _read_one(band, image, zeropoint, assumed_zeropoints):
-    data, wcs, mask, uncertainty, header = _unpack(band, image)
+def _read_one(band, image, zeropoint, assumed_zeropoints, blank):
+    """The `BandImage` of one band, or None (with the reason in ``blank``) for a blank image."""
+    data, wcs, mask, noise_map, header = _unpack(band, image)
     data = _as_2d(band, data)
     if mask is not None:
         mask = np.asarray(mask, dtype=bool)
         if mask.shape != data.shape:
             msg = f"band {band!r}: mask shape {mask.shape} differs from image shape {data.shape}"
             raise ValueError(msg)
-    noise = _estimate_noise(band, data, mask, uncertainty)
-    if noise == 0:
-        warnings.warn(
-            f"band {band!r}: the image is constant; it carries no information and is "
-            "treated as missing (sources get the BAND_MISSING flag)",
-            StarGalaxyWarning,
-            stacklevel=4,
-        )
+    if noise_map is not None:
+        noise_map = _check_noise_map(band, noise_map, data.shape)
+    pixels, sigmas = _usable_pixels(band, data, mask, noise_map)
+    if pixels.size == 0:
+        blank[band] = "no finite, unmasked pixel" + ("" if noise_map is None else " of positive weight")
+        return None
+    if pixels.min() == pixels.max():
+        blank[band] = f"every usable pixel is {pixels[0]:g}"
         return None
     return BandImage(
         band=band,
@@ -183,17 +310,18 @@ def _read_one(band, image, zeropoint, assumed_zeropoints):
         mask=mask,
         zeropoint=_zeropoint(band, header, zeropoint, assumed_zeropoints),
         saturation=_saturation(header),
-        noise=noise,
+        noise=_sky_noise(pixels, sigmas),
+        noise_map=noise_map,
     )
 
 
 def _unpack(band, image):
-    """Return ``(data, wcs, mask, uncertainty, header)`` for any accepted image form."""
+    """Return ``(data, wcs, mask, noise_map, header)`` for any accepted image form."""
     if isinstance(image, (str, Path)):
         return _unpack(band, _open_fits(band, image))
     if isinstance(image, fits.HDUList):
         return _unpack(band, _first_image_hdu(band, image))
-    if isinstance(image, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)):
+    if isinstance(image, _IMAGE_HDUS):
         data = _hdu_data(band, image)
         return data, _celestial_wcs(band, image.header), None, None, image.header
     if isinstance(image, NDData):
@@ -205,13 +333,23 @@ def _unpack(band, image):
             raise TypeError(msg)
         if wcs is not None:
             wcs = _check_celestial(band, wcs)
-        uncertainty = None if image.uncertainty is None else _as_stddev(band, image.uncertainty)
+        noise_map = None if image.uncertainty is None else _uncertainty_map(band, image.uncertainty)
         header = image.meta if hasattr(image.meta, "get") else {}
-        return image.data, wcs, image.mask, uncertainty, header
+        return image.data, wcs, image.mask, noise_map, header
+    if isinstance(image, tuple) and len(image) == 2 and isinstance(image[0], _SINGLE_IMAGE_FORMS):
+        picture, noise = image
+        data, wcs, mask, noise_map, header = _unpack(band, picture)
+        if noise_map is not None:
+            msg = f"band {band!r}: the image already carries an uncertainty; give it or a noise map, not both"
+            raise ValueError(msg)
+        return data, wcs, mask, _read_noise_map(band, noise), header
     if isinstance(image, tuple) and len(image) == 2:
         data, wcs = image
         if wcs is not None and not isinstance(wcs, WCS):
-            msg = f"band {band!r}: the second item of an (array, wcs) pair must be an astropy WCS or None, got {type(wcs).__name__}"
+            msg = (
+                f"band {band!r}: the second item of an (array, wcs) pair must be an astropy WCS or None, "
+                f"got {type(wcs).__name__}; to give a noise map with an array, use ((array, wcs), noise)"
+            )
             raise TypeError(msg)
         return (
             np.asanyarray(data),  # keeps a masked array visible, so _as_2d can refuse it
@@ -222,14 +360,23 @@ def _unpack(band, image):
         )
     msg = (
         f"band {band!r}: cannot read an image of type {type(image).__name__}; give a FITS path, "
-        "an HDU or HDUList, an NDData/CCDData, or an (array, WCS) pair"
+        "an HDU or HDUList, an NDData/CCDData, or an (array, WCS) pair (each optionally paired "
+        "with a noise map)"
     )
     raise TypeError(msg)
 
 
-def _as_stddev(band, uncertainty):
+def _uncertainty_map(band, uncertainty):
+    """The `NoiseMap` of an NDData uncertainty, read as it is stored (no conversion of the whole array)."""
+    for uncertainty_class, kind in (
+        (StdDevUncertainty, "sigma"),
+        (VarianceUncertainty, "variance"),
+        (InverseVariance, "weight"),
+    ):
+        if isinstance(uncertainty, uncertainty_class):
+            return NoiseMap(uncertainty.array, kind)
     try:
-        return uncertainty.represent_as(StdDevUncertainty)
+        return NoiseMap(uncertainty.represent_as(StdDevUncertainty).array, "sigma")
     except TypeError as error:
         msg = (
             f"band {band!r}: cannot turn an uncertainty of type {type(uncertainty).__name__} into a "
@@ -238,7 +385,53 @@ def _as_stddev(band, uncertainty):
         raise TypeError(msg) from error
 
 
-def _open_fits(band, path):
+def _read_noise_map(band, noise):
+    """A `NoiseMap` holding an array, from a path, HDU, array or `NoiseMap` of those."""
+    explicit = isinstance(noise, NoiseMap)
+    kind = noise.kind if explicit else "weight"
+    values = noise.values if explicit else noise
+    if isinstance(values, (str, Path)):
+        values = _open_fits(band, values, what="noise map")
+    if isinstance(values, fits.HDUList):
+        values = _first_image_hdu(band, values, what="noise map")
+    if isinstance(values, _IMAGE_HDUS):
+        extname = str(values.header.get("EXTNAME", "")).strip().upper()
+        if not explicit and extname in _NOT_WEIGHT_EXTNAMES:
+            # A variance plane read as weights would be silently wrong by a factor of sigma^4.
+            other = _NOT_WEIGHT_EXTNAMES[extname]
+            msg = (
+                f"band {band!r}: the noise map's EXTNAME is {extname!r}, so it seems to hold "
+                f"{'variances' if other == 'variance' else 'standard deviations'}, not weights; "
+                f"say so with NoiseMap(..., kind={other!r}), or kind='weight' if it does hold weights"
+            )
+            raise ValueError(msg)
+        values = _hdu_data(band, values)
+    elif isinstance(values, (NoiseMap, NDData, tuple)) or not hasattr(values, "__array__"):
+        msg = (
+            f"band {band!r}: cannot read a noise map of type {type(values).__name__}; give a FITS "
+            "path, an HDU, an array or a NoiseMap of one of these"
+        )
+        raise TypeError(msg)
+    return NoiseMap(values, kind)
+
+
+def _check_noise_map(band, noise_map, shape):
+    values = np.asanyarray(noise_map.values)
+    if isinstance(values, np.ma.MaskedArray):
+        msg = f"band {band!r}: give the noise map as a plain array; mark bad pixels with zero weight"
+        raise TypeError(msg)
+    if values.shape != shape:
+        msg = f"band {band!r}: noise map shape {values.shape} differs from image shape {shape}"
+        raise ValueError(msg)
+    if not (np.issubdtype(values.dtype, np.floating) or np.issubdtype(values.dtype, np.integer)):
+        msg = f"band {band!r}: noise map values must be real numbers, got dtype {values.dtype}"
+        raise TypeError(msg)
+    return NoiseMap(values, noise_map.kind)
+
+
+def _open_fits(band, path, *, what="image"):
+    """An HDUList, or the HDU named by a ``'file.fits[ext]'`` suffix; ``what`` names the file in messages."""
+    noun = "FITS file" if what == "image" else f"{what} FITS file"
     extension = None
     match = _PATH_WITH_EXTENSION.match(str(path))
     if match and not Path(path).exists():
@@ -246,7 +439,7 @@ def _open_fits(band, path):
         extension = int(extension) if extension.isdigit() else extension
     path = Path(path)
     if not path.exists():
-        msg = f"band {band!r}: FITS file {str(path)!r} does not exist"
+        msg = f"band {band!r}: {noun} {str(path)!r} does not exist"
         raise FileNotFoundError(msg)
     try:
         hdulist = fits.open(path, memmap=True, lazy_load_hdus=False)
@@ -262,14 +455,11 @@ def _open_fits(band, path):
         raise ValueError(msg) from error
 
 
-def _first_image_hdu(band, hdulist):
+def _first_image_hdu(band, hdulist, *, what="image"):
     for hdu in hdulist:
-        if (
-            isinstance(hdu, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU))
-            and hdu.header.get("NAXIS", 0) >= 2
-        ):
+        if isinstance(hdu, _IMAGE_HDUS) and hdu.header.get("NAXIS", 0) >= 2:
             return hdu
-    msg = f"band {band!r}: the FITS file holds no image with two or more axes (is it truncated, or a table?)"
+    msg = f"band {band!r}: the {what} FITS file holds no image with two or more axes (is it truncated, or a table?)"
     raise ValueError(msg)
 
 
@@ -321,34 +511,56 @@ def _as_2d(band, data):
     return data
 
 
-def _estimate_noise(band, data, mask, uncertainty):
-    """Robust sky standard deviation from a regular sample of pixels (`~astropy.stats.mad_std`).
+def _usable_pixels(band, data, mask, noise_map):
+    """Values (float64) of a regular sample of the usable pixels, and their sigmas (None without a noise map).
+
+    Usable: finite, not masked and, with a noise map, of positive weight.
+    """
+    step = max(1, int(np.sqrt(data.size / NOISE_SAMPLE_SIZE)))
+    pixels, sigmas = _usable_in(band, data, mask, noise_map, np.s_[::step, ::step])
+    if pixels.size or step == 1:
+        return pixels, sigmas
+    # The grid can miss a small patch of data (a tile's corner): read every row before calling the band blank.
+    parts, found = [], 0
+    rows_per_block = max(1, NOISE_SAMPLE_SIZE // data.shape[1])
+    for start in range(0, data.shape[0], rows_per_block):
+        part = _usable_in(band, data, mask, noise_map, np.s_[start : start + rows_per_block])
+        parts.append(part)
+        found += part[0].size
+        if found >= NOISE_SAMPLE_SIZE:
+            break
+    pixels = np.concatenate([part[0] for part in parts])
+    sigmas = None if noise_map is None else np.concatenate([part[1] for part in parts])
+    return pixels, sigmas
+
+
+def _usable_in(band, data, mask, noise_map, index):
+    try:
+        pixels = np.asarray(data[index], dtype=np.float64)
+        sigmas = None if noise_map is None else noise_map.sigma(noise_map.values[index])
+    except (OSError, ValueError) as error:
+        msg = f"band {band!r}: cannot read the image pixels; the file may be truncated ({error})"
+        raise ValueError(msg) from error
+    good = np.isfinite(pixels)
+    if mask is not None:
+        good &= ~mask[index]
+    if sigmas is not None:
+        good &= np.isfinite(sigmas)
+    return pixels[good], None if sigmas is None else sigmas[good]
+
+
+def _sky_noise(pixels, sigmas):
+    """The median per-pixel sigma with a noise map, else `~astropy.stats.mad_std` of the pixels.
 
     Not sigma-clipped: clipping halves the upward bias that sources give on a
     crowded image (docs/user_guide/inputs.rst has the numbers), but the
     bundled model was trained on stamps normalised by the plain estimate.
     """
-    step = max(1, int(np.sqrt(data.size / NOISE_SAMPLE_SIZE)))
-    if uncertainty is not None:
-        sample = np.asarray(uncertainty.array, dtype=np.float64)[::step, ::step]
-        good = np.isfinite(sample) & (sample > 0)
-        if good.any():
-            return float(np.median(sample[good]))
-    try:
-        sample = np.asarray(data[::step, ::step], dtype=np.float64)
-    except (OSError, ValueError) as error:
-        msg = f"band {band!r}: cannot read the image pixels; the file may be truncated ({error})"
-        raise ValueError(msg) from error
-    good = np.isfinite(sample)
-    if mask is not None:
-        good &= ~mask[::step, ::step]
-    if not good.any():
-        msg = f"band {band!r}: the image has no finite, unmasked pixel"
-        raise ValueError(msg)
-    sample = sample[good]
-    noise = float(mad_std(sample))
-    if noise == 0:
-        noise = float(np.std(sample))
+    if sigmas is not None:
+        return float(np.median(sigmas))
+    noise = float(mad_std(pixels))
+    if noise == 0:  # more than half the pixels equal (a mostly empty image): their spread, not zero
+        noise = float(np.std(pixels))
     return noise
 
 
