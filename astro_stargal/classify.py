@@ -35,6 +35,7 @@ def classify_sources(
     threshold=0.5,
     position_columns=None,
     zeropoints=None,
+    header_bands=True,
     overwrite=False,
     chunk_size=CHUNK_SIZE,
     workers=None,
@@ -49,7 +50,11 @@ def classify_sources(
         ``ALPHA_J2000``/``DELTA_J2000``, ...; degrees when unitless) or 0-based
         pixel ``x``/``y`` columns when all images share one pixel grid.
     images : dict
-        Band name -> image: a FITS path (optionally ``'file.fits[ext]'``), an
+        Band name -> image. A band name is the model's band exactly, or the
+        one model band equal to it ignoring case and surrounding blanks
+        (``'R'`` is ``r``; see `~astro_stargal.io.resolve_band`). An image is
+        a FITS path (optionally ``'file.fits[ext]'``; without ``[ext]``, a
+        file of several images gives the one whose header names the band), an
         HDU or HDUList, an `~astropy.nddata.NDData`/`~astropy.nddata.CCDData`
         (its mask and uncertainty are used) or an ``(array, WCS)`` pair. Any
         non-empty subset of the model's bands works; missing bands cost
@@ -76,6 +81,12 @@ def classify_sources(
         Name the position column(s) explicitly.
     zeropoints : dict, optional
         Band -> AB zero point, overriding the FITS headers.
+    header_bands : bool, optional
+        Read the band that FITS headers name (``FILTER``, ``BAND``,
+        ``EXTNAME``) to choose the image of each band in a multi-image file,
+        and refuse an image whose header names another band (an extension
+        chosen with ``[ext]`` is used, with a warning). False ignores the
+        headers' band names, for mislabelled headers.
     overwrite : bool, optional
         Replace existing ``p_star``/``sg_class``/``sg_flags`` columns.
     chunk_size : int, optional
@@ -99,8 +110,9 @@ def classify_sources(
     TypeError
         If ``table`` is not an astropy Table or an image has an unsupported type.
     ValueError
-        For bad positions columns, unknown bands, unreadable images, tampered
-        weights, or bad option values; the message names the input.
+        For bad positions columns, unknown bands, a file whose headers name
+        other bands, unreadable images, tampered weights, or bad option
+        values; the message names the input.
 
     Examples
     --------
@@ -120,7 +132,7 @@ def classify_sources(
             raise ValueError(msg)
 
     model = load_model(weights, device=device)
-    band_images = read_images(images, model.bands, zeropoints=zeropoints)
+    band_images = read_images(images, model.bands, zeropoints=zeropoints, header_bands=header_bands)
     positions = positions_from_table(table, position_columns=position_columns)
     _check_images_fit_positions(band_images, positions)
     _warn_about_pixel_scale(band_images, model.metadata.get("pixel_scale"))

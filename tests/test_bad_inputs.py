@@ -387,13 +387,29 @@ def test_missing_bands_are_flagged_band_missing(classify, field):
     assert not any(unclassified(result))
 
 
-@pytest.mark.parametrize("name", ["R", "Ks", "r ", "F814W"])
+@pytest.mark.parametrize("name", ["Ks", "F814W", "rr"])
 def test_unknown_band_name_raises_listing_the_model_bands(classify, field, name):
     images = field.images(["g"])
     images[name] = images["g"]
     with pytest.raises(
-        ValueError, match=rf"unknown band name\(s\) \['{name}'\]; the model's bands are \['NUV'"
+        ValueError, match=rf"unknown band name in images '{name}'; the model's bands are \['NUV'"
     ):
+        classify(field.table(), images)
+
+
+@pytest.mark.parametrize("name", ["R", "r ", " r"])
+def test_band_name_differing_only_in_case_or_blanks_means_that_band(classify, field, name):
+    reference = classify(field.table(), field.images(["g", "r"]))
+    images = field.images(["g", "r"])
+    images[name] = images.pop("r")
+    result = classify(field.table(), images)
+    np.testing.assert_array_equal(result["p_star"], reference["p_star"])
+
+
+def test_band_given_twice_under_two_spellings_raises(classify, field):
+    images = field.images(["g", "r"])
+    images["R"] = images["r"]
+    with pytest.raises(ValueError, match=r"images names band 'r' twice, as 'r' and 'R'"):
         classify(field.table(), images)
 
 
@@ -408,8 +424,8 @@ def test_no_images_raise(classify, field):
 
 
 def test_unknown_zeropoint_band_raises(classify, field):
-    with pytest.raises(ValueError, match=r"zeropoints names bands \['R'\]"):
-        classify(field.table(), field.images(), zeropoints={"R": 25.0})
+    with pytest.raises(ValueError, match=r"unknown band name in zeropoints 'Ks'; the model's bands are"):
+        classify(field.table(), field.images(), zeropoints={"Ks": 25.0})
 
 
 def test_unsupported_image_type_raises(classify, field):

@@ -1,6 +1,8 @@
 """Specifications of astro_stargal.io.read_images: the sky noise, weight maps and band names."""
 
 import mmap
+import warnings
+from importlib.resources import files
 
 import numpy as np
 import pytest
@@ -9,7 +11,7 @@ from astropy.nddata import InverseVariance, NDData, StdDevUncertainty, VarianceU
 from astropy.stats import mad_std
 
 from astro_stargal import StarGalaxyWarning
-from astro_stargal.io import NOISE_MAP_KINDS, NoiseMap, read_images
+from astro_stargal.io import NOISE_MAP_KINDS, NoiseMap, band_named_by_header, read_images, resolve_band
 
 BANDS = ("NUV", "u", "g", "r", "i", "z", "y")
 
@@ -152,3 +154,127 @@ def test_band_of_zero_weight_everywhere_is_blank_with_a_warning(noisy):
     ):
         band_images = read_images(images, BANDS, zeropoints={"r": 25.0, "g": 25.0})
     assert list(band_images) == ["g"]
+
+
+# --- band names -----------------------------------------------------------------------------------
+
+DEMO_FIELD = str(files("astro_stargal.data") / "demo_field.fits")
+
+
+def test_band_names_match_exactly_else_one_band_ignoring_case_and_blanks():
+    assert resolve_band("r", BANDS) == "r"
+    assert resolve_band("R", BANDS) == "r"
+    assert resolve_band(" r ", BANDS) == "r"
+    assert resolve_band("nuv", BANDS) == "NUV"
+    with pytest.raises(ValueError, match=r"unknown band name 'Ks'; the model's bands are \['NUV', 'u'"):
+        resolve_band("Ks", BANDS)
+
+
+def test_a_name_that_could_mean_two_bands_differing_in_case_is_refused_not_guessed():
+    bands = ("u", "U", "g")
+    assert resolve_band("u", bands) == "u" and resolve_band("U", bands) == "U"
+    with pytest.raises(ValueError, match=r"' u' could mean any of the bands \['u', 'U'\]"):
+        resolve_band(" u", bands)
+    assert band_named_by_header({"EXTNAME": "U"}, bands) == ("U", "EXTNAME = 'U'")
+    assert band_named_by_header({"FILTER": "SDSS-u"}, bands) == ("u", "FILTER = 'SDSS-u'")
+
+
+@pytest.mark.parametrize(
+    ("header", "band"),
+    [
+        ({"FILTER": "r"}, "r"),
+        ({"FILTER": "R"}, "r"),
+        ({"FILTER": "CSST-r"}, "r"),
+        ({"FILTER": "SDSS r"}, "r"),
+        ({"FILTER": "g.MP9401"}, "g"),
+        ({"BAND": "NUV"}, "NUV"),
+        ({"EXTNAME": "Z"}, "z"),
+        ({"EXTNAME": "SCI", "BAND": "i"}, "i"),
+        ({"FILTER": "F606W", "EXTNAME": "SCI"}, None),
+        ({"FILTER": "g+r"}, None),  # names two bands: says nothing
+        ({}, None),
+    ],
+)
+def test_the_band_a_header_names(header, band):
+    assert band_named_by_header(header, BANDS)[0] == band
+
+
+def test_image_and_zeropoint_keys_follow_the_band_name_rule(noisy):
+    data, _ = noisy
+    images = read_images({"R": (data, None), "nuv": (data, None)}, BANDS, zeropoints={"R": 24.0, "NUV": 23.0})
+    assert list(images) == ["NUV", "r"]
+    assert (images["r"].zeropoint, images["NUV"].zeropoint) == (24.0, 23.0)
+    with pytest.raises(ValueError, match=r"images names band 'r' twice, as 'r' and 'R'"):
+        read_images({"r": (data, None), "R": (data, None)}, BANDS, zeropoints={"r": 25.0})
+    with pytest.raises(ValueError, match=r"unknown band name in zeropoints 'Ks'"):
+        read_images({"r": (data, None)}, BANDS, zeropoints={"Ks": 25.0})
+
+
+@pytest.mark.parametrize("band", BANDS)
+def test_a_multi_band_file_without_ext_gives_the_image_its_headers_name(band):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", StarGalaxyWarning)
+        chosen = read_images({band: DEMO_FIELD}, BANDS)[band]
+        explicit = read_images({band: f"{DEMO_FIELD}[{band}]"}, BANDS)[band]
+    np.testing.assert_array_equal(chosen.data, explicit.data)
+
+
+def _write_bands(path, bands, keyword="FILTER"):
+    rng = np.random.default_rng(1)
+    hdus = [fits.PrimaryHDU()]
+    for band in bands:
+        header = fits.Header({keyword: band, "MAGZERO": 25.0})
+        hdus.append(fits.ImageHDU(rng.normal(size=(32, 32)).astype(np.float32), header=header))
+    fits.HDUList(hdus).writeto(path)
+    return str(path)
+
+
+def test_a_file_whose_headers_name_other_bands_is_refused_listing_them(tmp_path):
+    path = _write_bands(tmp_path / "blue.fits", ["NUV", "u"])
+    with pytest.raises(
+        ValueError,
+        match=r"band 'r': the image file '.*blue\.fits' holds no image of band 'r'; its headers "
+        r"\(FILTER/BAND/EXTNAME\) name its images \[1\] NUV, \[2\] u\..*'file\.fits\[EXT\]'.*header_bands=False",
+    ):
+        read_images({"r": path}, BANDS)
+
+
+def test_a_file_whose_first_image_names_no_band_is_taken_as_given(tmp_path):
+    path = _write_bands(tmp_path / "plain.fits", ["F606W", "u"])
+    image = read_images({"r": path}, BANDS)["r"]
+    np.testing.assert_array_equal(image.data, fits.getdata(path, 1))
+
+
+def test_mislabelled_headers_are_overridden_by_ext_with_a_warning_or_ignored_on_request(tmp_path):
+    path = _write_bands(tmp_path / "mislabelled.fits", ["g"])
+    with pytest.raises(ValueError, match="holds no image of band 'r'"):
+        read_images({"r": path}, BANDS)
+    with pytest.warns(
+        StarGalaxyWarning, match=r"band\(s\) \['r'\] name other bands.*\[1\]' has FILTER = 'g'"
+    ):
+        image = read_images({"r": f"{path}[1]"}, BANDS)["r"]
+    np.testing.assert_array_equal(image.data, fits.getdata(path, 1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", StarGalaxyWarning)
+        image = read_images({"r": path}, BANDS, header_bands=False)["r"]
+    np.testing.assert_array_equal(image.data, fits.getdata(path, 1))
+
+
+def test_hdus_and_nddata_whose_headers_name_another_band_are_used_with_a_warning(noisy):
+    data, _ = noisy
+    hdu = fits.ImageHDU(data, header=fits.Header({"BAND": "g", "MAGZERO": 25.0}))
+    with pytest.warns(StarGalaxyWarning, match=r"'r': ImageHDU has BAND = 'g'"):
+        read_images({"r": hdu}, BANDS)
+    with pytest.warns(StarGalaxyWarning, match=r"'r': the meta of the NDData has FILTER = 'i'"):
+        read_images({"r": NDData(data, meta={"FILTER": "i"})}, BANDS, zeropoints={"r": 25.0})
+
+
+def test_a_multi_band_weight_file_gives_the_weights_of_the_band(tmp_path, noisy):
+    data, _ = noisy
+    bands = ["g", "r"]
+    path = tmp_path / "weights.fits"
+    weights = [np.full(data.shape, 1.0, np.float32), np.full(data.shape, 0.25, np.float32)]
+    hdus = [fits.ImageHDU(w, header=fits.Header({"FILTER": b})) for w, b in zip(weights, bands, strict=True)]
+    fits.HDUList([fits.PrimaryHDU(), *hdus]).writeto(path)
+    image = read_images({"r": ((data, None), str(path))}, BANDS, zeropoints={"r": 25.0})["r"]
+    assert image.noise == 2.0

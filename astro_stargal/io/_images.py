@@ -26,6 +26,7 @@ from astropy.wcs import WCS, FITSFixedWarning
 
 from ..exceptions import StarGalaxyWarning
 from ..instrument import CSST_BANDS, ab_zeropoint
+from ._bands import HEADER_BAND_KEYWORDS, band_named_by_header, resolve_band
 
 __all__ = ["NOISE_MAP_KINDS", "BandImage", "NoiseMap", "read_images"]
 
@@ -184,25 +185,34 @@ class BandImage:
         return self.data.shape
 
 
-def read_images(images, bands, *, zeropoints=None):
+def read_images(images, bands, *, zeropoints=None, header_bands=True):
     """Turn the user's ``images`` mapping into `BandImage` objects.
 
     Parameters
     ----------
     images : dict
-        Band name -> image. An image is a FITS path (`str` or `~pathlib.Path`,
-        optionally ``'file.fits[ext]'`` with an extension number or name), an
-        `~astropy.io.fits.HDUList` or image HDU, an `~astropy.nddata.NDData`
-        (or `~astropy.nddata.CCDData`; its ``mask`` and ``uncertainty`` are
-        used), or an ``(array, wcs)`` pair (``wcs`` may be None for pixel
-        positions). Any of these but a bare array may come in an
+        Band name -> image. Band names follow `resolve_band` (exact, else the
+        one band equal to it ignoring case and blanks). An image is a FITS
+        path (`str` or `~pathlib.Path`, optionally ``'file.fits[ext]'`` with an
+        extension number or name), an `~astropy.io.fits.HDUList` or image
+        HDU, an `~astropy.nddata.NDData` (or `~astropy.nddata.CCDData`; its
+        ``mask`` and ``uncertainty`` are used), or an ``(array, wcs)`` pair
+        (``wcs`` may be None for pixel positions). Any of these but a bare array may come in an
         ``(image, noise)`` pair with a per-pixel noise map: a weight map
         (inverse variance) as a FITS path, HDU or array, or a `NoiseMap` that
         says whether it holds weights, variances or standard deviations.
     bands : sequence of str
-        The model's bands; every key of ``images`` must be one of them.
+        The model's bands; every key of ``images`` must name one of them.
     zeropoints : dict, optional
         Band -> AB zero point, overriding the FITS header.
+    header_bands : bool, optional
+        Read the band that FITS headers name (``FILTER``, ``BAND``,
+        ``EXTNAME``; see `band_named_by_header`): a file or HDUList holding
+        several images gives the image of the band asked for, and an image
+        whose header names another band is refused, or used with a warning
+        when chosen explicitly (``'file.fits[3]'``, an HDU, an NDData). False
+        ignores what headers say (for mislabelled headers): a file then gives
+        its first image.
 
     Returns
     -------
@@ -215,8 +225,10 @@ def read_images(images, bands, *, zeropoints=None):
     Raises
     ------
     ValueError
-        If ``images`` is empty, names an unknown band, or an image or noise
-        map is not 2-D, unreadable, or of another shape than its image.
+        If ``images`` is empty, names an unknown band or one band twice; if a
+        file's headers name other bands than the one asked for; or if an
+        image or noise map is not 2-D, unreadable, or of another shape than
+        its image.
     FileNotFoundError
         If a FITS path does not exist.
 
@@ -228,66 +240,85 @@ def read_images(images, bands, *, zeropoints=None):
     >>> read_images(images, ["g", "r"], zeropoints={"r": 25.0})["r"].shape
     (64, 64)
     """
-    _validate_band_names(images, bands)
-    zeropoints = dict(zeropoints or {})
-    unknown = sorted(set(zeropoints) - set(bands))
-    if unknown:
-        msg = f"zeropoints names bands {unknown} that the model does not have; its bands are {list(bands)}"
-        raise ValueError(msg)
-    band_images = {}
-    assumed_zeropoints = {}
-    blank = {}
-    for band in bands:
-        if band not in images:
-            continue
-        image = _read_one(band, images[band], zeropoints.get(band), assumed_zeropoints, blank)
-        if image is not None:
-            band_images[band] = image
-    if assumed_zeropoints:
-        # One warning for all bands, so a call warns once however many images lack a zero point.
-        assumed = ", ".join(f"{band}: {value:.3f}" for band, value in assumed_zeropoints.items())
-        warnings.warn(
-            f"no zero point in the header ({'/'.join(ZEROPOINT_KEYWORDS[:3])}...) or zeropoints= for "
-            f"band(s) {list(assumed_zeropoints)}; assuming the CSST AB zero points ({assumed}) "
-            "for images in electron/s",
-            StarGalaxyWarning,
-            stacklevel=3,
-        )
-    if blank:
-        _warn_about_blank_bands(blank, any_left=bool(band_images))
-    return band_images
-
-
-def _warn_about_blank_bands(blank, *, any_left):
-    reasons = "; ".join(f"{band!r}: {reason}" for band, reason in blank.items())
-    consequence = (
-        "they are treated as missing for every source (BAND_MISSING)"
-        if any_left
-        else "no band is left, so no source can be classified (OFF_IMAGE, p_star NaN)"
-    )
-    warnings.warn(
-        f"band(s) {list(blank)} hold no usable pixel ({reasons}); {consequence}",
-        StarGalaxyWarning,
-        stacklevel=4,
-    )
-
-
-def _validate_band_names(images, bands):
     if not hasattr(images, "items"):
         msg = f"images must be a mapping from band name to image, got {type(images).__name__}"
         raise TypeError(msg)
     if len(images) == 0:
         msg = f"images is empty; give at least one of the model's bands {list(bands)}"
         raise ValueError(msg)
-    unknown = [name for name in images if name not in bands]
-    if unknown:
-        msg = f"unknown band name(s) {unknown}; the model's bands are {list(bands)}"
-        raise ValueError(msg)
+    images = _by_band(images, bands, "images")
+    zeropoints = _by_band(zeropoints or {}, bands, "zeropoints")
+    call = _Call(tuple(bands), header_bands)
+    band_images = {}
+    for band in bands:
+        if band not in images:
+            continue
+        image = _read_one(band, images[band], zeropoints.get(band), call)
+        if image is not None:
+            band_images[band] = image
+    call.warn(any_left=bool(band_images))
+    return band_images
 
 
-def _read_one(band, image, zeropoint, assumed_zeropoints, blank):
-    """The `BandImage` of one band, or None (with the reason in ``blank``) for a blank image."""
-    data, wcs, mask, noise_map, header = _unpack(band, image)
+def _by_band(mapping, bands, argument):
+    """``mapping`` with its keys resolved to the model's bands (`resolve_band`); a band named twice is an error."""
+    resolved, given_as = {}, {}
+    for name, value in mapping.items():
+        band = resolve_band(name, bands, what=f"band name in {argument}")
+        if band in resolved:
+            msg = f"{argument} names band {band!r} twice, as {given_as[band]!r} and {name!r}"
+            raise ValueError(msg)
+        resolved[band], given_as[band] = value, name
+    return resolved
+
+
+class _Call:
+    """What one `read_images` call needs beside each image: the model's bands, and what to warn about once."""
+
+    def __init__(self, bands, header_bands):
+        self.bands = bands
+        self.header_bands = header_bands
+        self.assumed_zeropoints = {}
+        self.blank = {}
+        self.relabelled = {}
+
+    def warn(self, *, any_left):
+        """One warning per kind of problem, so a call warns once however many bands it concerns."""
+        if self.relabelled:
+            said = "; ".join(f"{band!r}: {what}" for band, what in self.relabelled.items())
+            warnings.warn(
+                f"the headers of the images chosen for band(s) {list(self.relabelled)} name other bands "
+                f"({said}); they are used as asked (if the headers are wrong, pass header_bands=False, "
+                "or --ignore-header-bands on the command line, to silence this)",
+                StarGalaxyWarning,
+                stacklevel=4,
+            )
+        if self.assumed_zeropoints:
+            assumed = ", ".join(f"{band}: {value:.3f}" for band, value in self.assumed_zeropoints.items())
+            warnings.warn(
+                f"no zero point in the header ({'/'.join(ZEROPOINT_KEYWORDS[:3])}...) or zeropoints= for "
+                f"band(s) {list(self.assumed_zeropoints)}; assuming the CSST AB zero points ({assumed}) "
+                "for images in electron/s",
+                StarGalaxyWarning,
+                stacklevel=4,
+            )
+        if self.blank:
+            reasons = "; ".join(f"{band!r}: {reason}" for band, reason in self.blank.items())
+            consequence = (
+                "they are treated as missing for every source (BAND_MISSING)"
+                if any_left
+                else "no band is left, so no source can be classified (OFF_IMAGE, p_star NaN)"
+            )
+            warnings.warn(
+                f"band(s) {list(self.blank)} hold no usable pixel ({reasons}); {consequence}",
+                StarGalaxyWarning,
+                stacklevel=4,
+            )
+
+
+def _read_one(band, image, zeropoint, call):
+    """The `BandImage` of one band, or None (with the reason in ``call.blank``) for a blank image."""
+    data, wcs, mask, noise_map, header = _unpack(band, image, call)
     data = _as_2d(band, data)
     if mask is not None:
         mask = np.asarray(mask, dtype=bool)
@@ -298,32 +329,32 @@ def _read_one(band, image, zeropoint, assumed_zeropoints, blank):
         noise_map = _check_noise_map(band, noise_map, data.shape)
     pixels, sigmas = _usable_pixels(band, data, mask, noise_map)
     if pixels.size == 0:
-        blank[band] = "no finite, unmasked pixel" + ("" if noise_map is None else " of positive weight")
+        call.blank[band] = "no finite, unmasked pixel" + ("" if noise_map is None else " of positive weight")
         return None
     if pixels.min() == pixels.max():
-        blank[band] = f"every usable pixel is {pixels[0]:g}"
+        call.blank[band] = f"every usable pixel is {pixels[0]:g}"
         return None
     return BandImage(
         band=band,
         data=data,
         wcs=wcs,
         mask=mask,
-        zeropoint=_zeropoint(band, header, zeropoint, assumed_zeropoints),
+        zeropoint=_zeropoint(band, header, zeropoint, call.assumed_zeropoints),
         saturation=_saturation(header),
         noise=_sky_noise(pixels, sigmas),
         noise_map=noise_map,
     )
 
 
-def _unpack(band, image):
+def _unpack(band, image, call):
     """Return ``(data, wcs, mask, noise_map, header)`` for any accepted image form."""
     if isinstance(image, (str, Path)):
-        return _unpack(band, _open_fits(band, image))
+        return _from_hdu(band, _fits_image(band, image, call))
     if isinstance(image, fits.HDUList):
-        return _unpack(band, _first_image_hdu(band, image))
+        return _from_hdu(band, _band_image_hdu(band, image, call))
     if isinstance(image, _IMAGE_HDUS):
-        data = _hdu_data(band, image)
-        return data, _celestial_wcs(band, image.header), None, None, image.header
+        _check_named_band(band, image.header, call, _describe_hdu(image))
+        return _from_hdu(band, image)
     if isinstance(image, NDData):
         wcs = image.wcs
         if wcs is not None and not isinstance(wcs, WCS):
@@ -335,14 +366,15 @@ def _unpack(band, image):
             wcs = _check_celestial(band, wcs)
         noise_map = None if image.uncertainty is None else _uncertainty_map(band, image.uncertainty)
         header = image.meta if hasattr(image.meta, "get") else {}
+        _check_named_band(band, header, call, f"the meta of the {type(image).__name__}")
         return image.data, wcs, image.mask, noise_map, header
     if isinstance(image, tuple) and len(image) == 2 and isinstance(image[0], _SINGLE_IMAGE_FORMS):
         picture, noise = image
-        data, wcs, mask, noise_map, header = _unpack(band, picture)
+        data, wcs, mask, noise_map, header = _unpack(band, picture, call)
         if noise_map is not None:
             msg = f"band {band!r}: the image already carries an uncertainty; give it or a noise map, not both"
             raise ValueError(msg)
-        return data, wcs, mask, _read_noise_map(band, noise), header
+        return data, wcs, mask, _read_noise_map(band, noise, call), header
     if isinstance(image, tuple) and len(image) == 2:
         data, wcs = image
         if wcs is not None and not isinstance(wcs, WCS):
@@ -366,6 +398,10 @@ def _unpack(band, image):
     raise TypeError(msg)
 
 
+def _from_hdu(band, hdu):
+    return _hdu_data(band, hdu), _celestial_wcs(band, hdu.header), None, None, hdu.header
+
+
 def _uncertainty_map(band, uncertainty):
     """The `NoiseMap` of an NDData uncertainty, read as it is stored (no conversion of the whole array)."""
     for uncertainty_class, kind in (
@@ -385,15 +421,20 @@ def _uncertainty_map(band, uncertainty):
         raise TypeError(msg) from error
 
 
-def _read_noise_map(band, noise):
-    """A `NoiseMap` holding an array, from a path, HDU, array or `NoiseMap` of those."""
+def _read_noise_map(band, noise, call):
+    """A `NoiseMap` holding an array, from a path, HDU, array or `NoiseMap` of those.
+
+    A noise-map file is chosen among its images by band as an image file is.
+    """
     explicit = isinstance(noise, NoiseMap)
     kind = noise.kind if explicit else "weight"
     values = noise.values if explicit else noise
     if isinstance(values, (str, Path)):
-        values = _open_fits(band, values, what="noise map")
-    if isinstance(values, fits.HDUList):
-        values = _first_image_hdu(band, values, what="noise map")
+        values = _fits_image(band, values, call, what="noise map")
+    elif isinstance(values, fits.HDUList):
+        values = _band_image_hdu(band, values, call, what="noise map")
+    elif isinstance(values, _IMAGE_HDUS):
+        _check_named_band(band, values.header, call, f"the noise map {_describe_hdu(values)}")
     if isinstance(values, _IMAGE_HDUS):
         extname = str(values.header.get("EXTNAME", "")).strip().upper()
         if not explicit and extname in _NOT_WEIGHT_EXTNAMES:
@@ -429,8 +470,27 @@ def _check_noise_map(band, noise_map, shape):
     return NoiseMap(values, noise_map.kind)
 
 
-def _open_fits(band, path, *, what="image"):
-    """An HDUList, or the HDU named by a ``'file.fits[ext]'`` suffix; ``what`` names the file in messages."""
+def _fits_image(band, path, call, *, what="image"):
+    """The image HDU of ``band`` in a FITS file: the ``'file.fits[ext]'`` one, else `_band_image_hdu`."""
+    hdulist, extension = _open_fits(band, path, what)
+    try:
+        if extension is None:
+            return _band_image_hdu(band, hdulist, call, what=what)
+        try:
+            hdu = hdulist[extension]
+        except (KeyError, IndexError) as error:
+            msg = f"band {band!r}: {str(path)!r} has no extension {extension!r}"
+            raise ValueError(msg) from error
+    except ValueError:
+        hdulist.close()
+        raise
+    # The extension the user chose wins over its header; a header naming another band is only warned about.
+    _check_named_band(band, hdu.header, call, repr(str(path)), hdulist[0].header)
+    return hdu
+
+
+def _open_fits(band, path, what):
+    """``(hdulist, extension)``: the open file and the extension of a ``'file.fits[ext]'`` suffix (or None)."""
     noun = "FITS file" if what == "image" else f"{what} FITS file"
     extension = None
     match = _PATH_WITH_EXTENSION.match(str(path))
@@ -446,21 +506,64 @@ def _open_fits(band, path, *, what="image"):
     except (OSError, ValueError, TypeError) as error:
         msg = f"band {band!r}: {str(path)!r} is not a readable FITS file ({error})"
         raise ValueError(msg) from error
-    if extension is None:
-        return hdulist
-    try:
-        return hdulist[extension]
-    except (KeyError, IndexError) as error:
-        msg = f"band {band!r}: {str(path)!r} has no extension {extension!r}"
-        raise ValueError(msg) from error
+    return hdulist, extension
 
 
-def _first_image_hdu(band, hdulist, *, what="image"):
-    for hdu in hdulist:
-        if isinstance(hdu, _IMAGE_HDUS) and hdu.header.get("NAXIS", 0) >= 2:
-            return hdu
-    msg = f"band {band!r}: the {what} FITS file holds no image with two or more axes (is it truncated, or a table?)"
+def _band_image_hdu(band, hdulist, call, *, what="image"):
+    """The image of ``band`` in an HDUList: the first whose header names it, else the first image.
+
+    The first image is refused when its header names another band: a
+    multi-band file given without ``[ext]`` must not silently give the wrong band.
+    """
+    images = [
+        (index, hdu)
+        for index, hdu in enumerate(hdulist)
+        if isinstance(hdu, _IMAGE_HDUS) and hdu.header.get("NAXIS", 0) >= 2
+    ]
+    if not images:
+        msg = f"band {band!r}: the {what} FITS file holds no image with two or more axes (is it truncated, or a table?)"
+        raise ValueError(msg)
+    if not call.header_bands:
+        return images[0][1]
+    primary = hdulist[0].header
+    named = [_named_band(hdu.header, call.bands, primary)[0] for _, hdu in images]
+    if band in named:
+        return images[named.index(band)][1]
+    if named[0] is None:
+        return images[0][1]  # the first image says nothing about its band: trust the user
+    source = f"{what} file {hdulist.filename()!r}" if hdulist.filename() else f"{what} HDUList"
+    holds = ", ".join(
+        f"[{index}] {named_band or 'unnamed'}" for (index, _), named_band in zip(images, named, strict=True)
+    )
+    msg = (
+        f"band {band!r}: the {source} holds no image of band {band!r}; its headers "
+        f"({'/'.join(HEADER_BAND_KEYWORDS)}) name its images {holds}. Give the file of band {band!r}, "
+        "choose an image with 'file.fits[EXT]' (an extension number or name wins over its header), "
+        "or pass header_bands=False (--ignore-header-bands) if the headers are wrong"
+    )
     raise ValueError(msg)
+
+
+def _named_band(header, bands, primary=None):
+    """`band_named_by_header` of ``header``, else of the file's primary header."""
+    band, card = band_named_by_header(header, bands)
+    if band is None and primary is not None:
+        band, card = band_named_by_header(primary, bands)
+    return band, card
+
+
+def _check_named_band(band, header, call, where, primary=None):
+    """Note (for one warning) an image chosen explicitly for ``band`` whose header names another band."""
+    if not call.header_bands:
+        return
+    named, card = _named_band(header, call.bands, primary)
+    if named is not None and named != band:
+        call.relabelled[band] = f"{where} has {card}"
+
+
+def _describe_hdu(hdu):
+    extname = hdu.header.get("EXTNAME")
+    return f"{type(hdu).__name__} {extname!r}" if extname else type(hdu).__name__
 
 
 def _hdu_data(band, hdu):
