@@ -35,6 +35,7 @@ def classify_sources(
     threshold=0.5,
     position_columns=None,
     zeropoints=None,
+    header_bands=True,
     overwrite=False,
     chunk_size=CHUNK_SIZE,
     workers=None,
@@ -49,11 +50,20 @@ def classify_sources(
         ``ALPHA_J2000``/``DELTA_J2000``, ...; degrees when unitless) or 0-based
         pixel ``x``/``y`` columns when all images share one pixel grid.
     images : dict
-        Band name -> image: a FITS path (optionally ``'file.fits[ext]'``), an
+        Band name -> image. A band name is the model's band exactly, or the
+        one model band equal to it ignoring case and surrounding blanks
+        (``'R'`` is ``r``; see `~astro_stargal.io.resolve_band`). An image is
+        a FITS path (optionally ``'file.fits[ext]'``; without ``[ext]``, a
+        file of several images gives the one whose header names the band), an
         HDU or HDUList, an `~astropy.nddata.NDData`/`~astropy.nddata.CCDData`
         (its mask and uncertainty are used) or an ``(array, WCS)`` pair. Any
         non-empty subset of the model's bands works; missing bands cost
-        accuracy and set the ``BAND_MISSING`` flag.
+        accuracy and set the ``BAND_MISSING`` flag. Any of these but a bare
+        array may be paired with a per-pixel noise map, ``(image, weight)``:
+        a weight (inverse variance) map as a FITS path, HDU or array, or a
+        `~astro_stargal.io.NoiseMap` of variances or sigmas. A blank image
+        (no finite, unmasked pixel of positive weight, or constant) is a
+        missing band, with a warning.
     weights : str, `~pathlib.Path` or `~astro_stargal.models.LoadedModel`, optional
         The model: a registered name (default the bundled CSST model), a
         weights directory, or a model already loaded with
@@ -71,6 +81,12 @@ def classify_sources(
         Name the position column(s) explicitly.
     zeropoints : dict, optional
         Band -> AB zero point, overriding the FITS headers.
+    header_bands : bool, optional
+        Read the band that FITS headers name (``FILTER``, ``BAND``,
+        ``EXTNAME``) to choose the image of each band in a multi-image file,
+        and refuse an image whose header names another band (an extension
+        chosen with ``[ext]`` is used, with a warning). False ignores the
+        headers' band names, for mislabelled headers.
     overwrite : bool, optional
         Replace existing ``p_star``/``sg_class``/``sg_flags`` columns.
     chunk_size : int, optional
@@ -94,8 +110,9 @@ def classify_sources(
     TypeError
         If ``table`` is not an astropy Table or an image has an unsupported type.
     ValueError
-        For bad positions columns, unknown bands, unreadable images, tampered
-        weights, or bad option values; the message names the input.
+        For bad positions columns, unknown bands, a file whose headers name
+        other bands, unreadable images, tampered weights, or bad option
+        values; the message names the input.
 
     Examples
     --------
@@ -115,15 +132,12 @@ def classify_sources(
             raise ValueError(msg)
 
     model = load_model(weights, device=device)
-    band_images = read_images(images, model.bands, zeropoints=zeropoints)
+    band_images = read_images(images, model.bands, zeropoints=zeropoints, header_bands=header_bands)
     positions = positions_from_table(table, position_columns=position_columns)
     _check_images_fit_positions(band_images, positions)
     _warn_about_pixel_scale(band_images, model.metadata.get("pixel_scale"))
-    # The neighbour search runs beside the classification (in NumPy and SciPy, which release the GIL).
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        pixel_scale = model.metadata.get("pixel_scale", PIXEL_SCALE)
-        blended = pool.submit(find_blended, band_images, positions, model.bands, pixel_scale)
-        p_star, flags = predict_sources(
+    if band_images:
+        p_star, flags = _predict_with_neighbours(
             model,
             band_images,
             positions,
@@ -132,7 +146,10 @@ def classify_sources(
             chunk_size=chunk_size,
             workers=workers,
         )
-        flags[blended.result()] |= SourceFlag.BLENDED
+    else:
+        # Every image was blank (read_images warned): no source is on a usable pixel.
+        p_star = np.full(len(positions), np.nan, dtype=np.float32)
+        flags = np.where(positions.valid, SourceFlag.OFF_IMAGE, SourceFlag.BAD_POSITION).astype(np.int32)
 
     result = table.copy()
     for name, column in output_columns(p_star, flags, threshold, model.name).items():
@@ -141,6 +158,19 @@ def classify_sources(
         else:
             result.add_column(column, name=name)
     return result
+
+
+def _predict_with_neighbours(model, band_images, positions, **options):
+    """`predict_sources`, with the neighbour search (`find_blended`) run beside it.
+
+    Both run in NumPy, SciPy and PyTorch, which release the GIL.
+    """
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pixel_scale = model.metadata.get("pixel_scale", PIXEL_SCALE)
+        blended = pool.submit(find_blended, band_images, positions, model.bands, pixel_scale)
+        p_star, flags = predict_sources(model, band_images, positions, **options)
+        flags[blended.result()] |= SourceFlag.BLENDED
+    return p_star, flags
 
 
 def _validate_table(table):

@@ -8,6 +8,8 @@ configuration of the CSST pipeline).
 import math
 from dataclasses import dataclass
 
+from astropy import constants
+
 __all__ = ["CSST_BANDS", "PIXEL_SCALE", "Band", "ab_zeropoint", "band_order"]
 
 #: Pixel scale of the CSST survey camera in arcsec per pixel.
@@ -133,6 +135,6 @@ def ab_zeropoint(band):
         raise ValueError(msg)
     spec = CSST_BANDS[band]
     area = math.pi * (APERTURE_DIAMETER / 2) ** 2
-    jansky_over_planck = 1e-26 / 6.62607015e-34  # photons / s / m^2 per unit ln(lambda), per Jy
+    jansky_over_planck = 1e-26 / float(constants.h.si.value)  # photons / s / m^2 per unit ln(lambda), per Jy
     rate = area * spec.throughput * 3631.0 * jansky_over_planck * math.log(spec.red_edge / spec.blue_edge)
     return 2.5 * math.log10(rate)

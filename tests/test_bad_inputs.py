@@ -201,25 +201,74 @@ def test_mask_of_another_shape_raises(classify, field):
 def test_constant_image_is_treated_as_a_missing_band_with_a_warning(classify, field, value):
     images = field.images(["g", "r"])
     images["r"].data[:] = value
-    with pytest.warns(StarGalaxyWarning, match="band 'r': the image is constant"):
+    with pytest.warns(
+        StarGalaxyWarning, match=rf"band\(s\) \['r'\] hold no usable pixel.*every usable pixel is {value:g}"
+    ):
         result = classify(field.table(), images)
     assert all(flagged(result, SourceFlag.BAND_MISSING))
     assert not any(unclassified(result))
 
 
-def test_all_images_constant_raises(classify, field):
+@pytest.mark.parametrize(
+    "blank",
+    [lambda data: data.fill(np.nan), lambda data: data.fill(np.inf), lambda data: data.fill(0.0)],
+    ids=["nan", "inf", "zero"],
+)
+def test_blank_band_is_missing_for_every_source_with_one_warning_not_an_error(classify, field, blank):
+    images = field.images(["g", "r", "i"])
+    blank(images["r"].data)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        result = classify(field.table(), images)
+    messages = [str(warning.message) for warning in record if issubclass(warning.category, StarGalaxyWarning)]
+    assert len(messages) == 1 and "['r'] hold no usable pixel" in messages[0], messages
+    assert all(flagged(result, SourceFlag.BAND_MISSING))
+    assert not any(unclassified(result))
+
+
+def test_fully_masked_band_is_missing_not_an_error(classify, field):
+    images = field.images(["g", "i"])
+    images["r"] = NDData(field.data["r"], wcs=field.wcs, mask=np.ones(field.shape, bool), meta=field.header())
+    with pytest.warns(StarGalaxyWarning, match="'r': no finite, unmasked pixel"):
+        result = classify(field.table(), images)
+    assert all(flagged(result, SourceFlag.BAND_MISSING))
+    assert not any(unclassified(result))
+
+
+def test_every_band_blank_gives_off_image_rows_and_a_warning_not_an_error(classify, field):
     images = field.images(["g", "r"])
-    for hdu in images.values():
-        hdu.data[:] = 0.0
-    with pytest.warns(StarGalaxyWarning), pytest.raises(ValueError, match="all were constant"):
-        classify(field.table(), images)
-
-
-def test_image_without_a_finite_pixel_raises(classify, field):
-    images = field.images(["r"])
+    images["g"].data[:] = 0.0
     images["r"].data[:] = np.nan
-    with pytest.raises(ValueError, match="band 'r': the image has no finite, unmasked pixel"):
-        classify(field.table(), images)
+    table = field.table()
+    table["ra"][1] = np.nan
+    with pytest.warns(StarGalaxyWarning, match="no band is left, so no source can be classified"):
+        result = classify(table, images)
+    assert len(result) == len(table)
+    assert all(unclassified(result))
+    assert flagged(result, SourceFlag.OFF_IMAGE) == [True, False, True, True]
+    assert flagged(result, SourceFlag.BAD_POSITION) == [False, True, False, False]
+    assert result["sg_class"].mask.all()
+
+
+def test_zero_weight_chip_gap_flags_sources_near_it_and_misses_the_band_for_sources_in_it(classify, field):
+    images = field.images()
+    weight = np.ones(field.shape, dtype=np.float32)
+    weight[:, 62:70] = 0.0  # through the third source (x = 65.8); the fourth (x = 70.2) has it in its stamp
+    images["r"] = (images["r"], weight)
+    result = classify(field.table(), images)
+    assert flagged(result, SourceFlag.BAND_MISSING) == [False, False, True, False]
+    assert flagged(result, SourceFlag.BAD_PIXELS) == [False, False, False, True]
+    assert not any(unclassified(result))
+
+
+def test_small_patch_of_data_missed_by_the_noise_sample_is_found(classify, make_field):
+    # 1000 x 1000 px is sampled every 2nd pixel; data only on odd rows and columns misses the grid.
+    big = make_field((1000, 1000), [(401.0, 401.0, 5000.0)], bands=["r"], seed=2)
+    data = np.full(big.shape, np.nan, dtype=np.float32)
+    data[381:422:2, 381:422:2] = big.data["r"][381:422:2, 381:422:2]
+    table = Table({"x": [401.0], "y": [401.0]})
+    result = classify(table, {"r": (data, None)}, zeropoints={"r": 25.0})
+    assert not any(unclassified(result))
 
 
 @pytest.mark.parametrize("dtype", [np.int16, np.int32, np.uint16, ">i4", ">f4", ">f8", np.float64])
@@ -338,13 +387,29 @@ def test_missing_bands_are_flagged_band_missing(classify, field):
     assert not any(unclassified(result))
 
 
-@pytest.mark.parametrize("name", ["R", "Ks", "r ", "F814W"])
+@pytest.mark.parametrize("name", ["Ks", "F814W", "rr"])
 def test_unknown_band_name_raises_listing_the_model_bands(classify, field, name):
     images = field.images(["g"])
     images[name] = images["g"]
     with pytest.raises(
-        ValueError, match=rf"unknown band name\(s\) \['{name}'\]; the model's bands are \['NUV'"
+        ValueError, match=rf"unknown band name in images '{name}'; the model's bands are \['NUV'"
     ):
+        classify(field.table(), images)
+
+
+@pytest.mark.parametrize("name", ["R", "r ", " r"])
+def test_band_name_differing_only_in_case_or_blanks_means_that_band(classify, field, name):
+    reference = classify(field.table(), field.images(["g", "r"]))
+    images = field.images(["g", "r"])
+    images[name] = images.pop("r")
+    result = classify(field.table(), images)
+    np.testing.assert_array_equal(result["p_star"], reference["p_star"])
+
+
+def test_band_given_twice_under_two_spellings_raises(classify, field):
+    images = field.images(["g", "r"])
+    images["R"] = images["r"]
+    with pytest.raises(ValueError, match=r"images names band 'r' twice, as 'r' and 'R'"):
         classify(field.table(), images)
 
 
@@ -359,8 +424,8 @@ def test_no_images_raise(classify, field):
 
 
 def test_unknown_zeropoint_band_raises(classify, field):
-    with pytest.raises(ValueError, match=r"zeropoints names bands \['R'\]"):
-        classify(field.table(), field.images(), zeropoints={"R": 25.0})
+    with pytest.raises(ValueError, match=r"unknown band name in zeropoints 'Ks'; the model's bands are"):
+        classify(field.table(), field.images(), zeropoints={"Ks": 25.0})
 
 
 def test_unsupported_image_type_raises(classify, field):

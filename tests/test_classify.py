@@ -7,7 +7,7 @@ import pytest
 from astropy import units as u
 from astropy.coordinates import SkyCoord
 from astropy.io import fits
-from astropy.nddata import CCDData, NDData, StdDevUncertainty
+from astropy.nddata import CCDData, InverseVariance, NDData, StdDevUncertainty
 from astropy.table import MaskedColumn, QTable, Table
 
 from astro_stargal import (
@@ -18,6 +18,7 @@ from astro_stargal import (
     StarGalaxyTable,
     describe_flags,
 )
+from astro_stargal.io import NoiseMap
 
 UNCLASSIFIABLE = SourceFlag.OFF_IMAGE | SourceFlag.BAD_POSITION
 
@@ -390,6 +391,75 @@ def test_ccddata_mask_flags_bad_pixels_and_uncertainty_sets_the_noise(classify, 
     assert np.isfinite(result["p_star"]).all()
     # A doubled noise changes the normalised stamps, hence p_star, even for unmasked sources.
     assert not np.array_equal(result["p_star"][1:], three_band_reference["p_star"][1:])
+
+
+# --- noise maps ---------------------------------------------------------------------------------
+
+
+def _weight_file(field, path, band, sigma):
+    fits.PrimaryHDU(np.full(field.shape, sigma**-2, dtype=np.float32)).writeto(path)
+    return str(path)
+
+
+WEIGHT_FORMS = {
+    "path_and_weight_path": lambda f, d, s: {
+        b: (str(_write(f, d / f"{b}.fits", b)), _weight_file(f, d / f"{b}.weight.fits", b, s))
+        for b in IMAGE_BANDS
+    },
+    "hdu_and_weight_hdu": lambda f, d, s: {
+        b: (hdu, fits.ImageHDU(np.full(f.shape, s**-2))) for b, hdu in f.images(IMAGE_BANDS).items()
+    },
+    "pair_and_weight_array": lambda f, d, s: {
+        b: (pair, np.full(f.shape, s**-2)) for b, pair in f.pairs(IMAGE_BANDS).items()
+    },
+    "pair_and_variance_map": lambda f, d, s: {
+        b: (pair, NoiseMap(np.full(f.shape, s**2), kind="variance"))
+        for b, pair in f.pairs(IMAGE_BANDS).items()
+    },
+    "pair_and_sigma_map": lambda f, d, s: {
+        b: (pair, NoiseMap(np.full(f.shape, s), kind="sigma")) for b, pair in f.pairs(IMAGE_BANDS).items()
+    },
+    "ccddata_inverse_variance": lambda f, d, s: {
+        b: CCDData(
+            f.data[b].copy(),
+            unit="electron/s",
+            wcs=f.wcs,
+            uncertainty=InverseVariance(np.full(f.shape, s**-2)),
+        )
+        for b in IMAGE_BANDS
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def doubled_noise_reference(classify, field):
+    """The three-band field classified with a weight map that says the noise is 2 (the images hold 1)."""
+    images = {band: (pair, np.full(field.shape, 0.25)) for band, pair in field.pairs(IMAGE_BANDS).items()}
+    return classify(field.table(), images, zeropoints=field.zeropoints)
+
+
+@pytest.mark.filterwarnings("ignore::ResourceWarning")
+@pytest.mark.parametrize("make_images", WEIGHT_FORMS.values(), ids=WEIGHT_FORMS.keys())
+def test_every_noise_map_form_gives_the_same_result(
+    classify, field, doubled_noise_reference, tmp_path, make_images
+):
+    images = make_images(field, tmp_path, 2.0)
+    result = classify(
+        field.table(), images, zeropoints={band: field.zeropoints[band] for band in IMAGE_BANDS}
+    )
+    np.testing.assert_array_equal(result["p_star"], doubled_noise_reference["p_star"])
+    np.testing.assert_array_equal(result["sg_flags"], doubled_noise_reference["sg_flags"])
+
+
+def test_weight_maps_change_the_noise_the_stamps_are_normalised_by(
+    classify, field, three_band_reference, doubled_noise_reference
+):
+    # A weight map of the noise the images really have (sigma 1) gives nearly the scalar estimate's result.
+    images = {band: (pair, np.ones(field.shape)) for band, pair in field.pairs(IMAGE_BANDS).items()}
+    true_noise = classify(field.table(), images, zeropoints=field.zeropoints)
+    np.testing.assert_allclose(true_noise["p_star"], three_band_reference["p_star"], atol=0.02)
+    # Saying the noise is twice that changes the normalised stamps, hence p_star, for every source.
+    assert np.all(doubled_noise_reference["p_star"] != true_noise["p_star"])
 
 
 # --- reproducibility and options ----------------------------------------------------------------

@@ -1,10 +1,13 @@
 """The ``astro-stargal`` command line: classify round trips, info, and user errors (exit status 2)."""
 
+from importlib.resources import files
+
 import numpy as np
 import pytest
 from astropy.io import fits
 from astropy.table import Table
 
+from astro_stargal import StarGalaxyWarning
 from astro_stargal.cli import main
 
 CLI_BANDS = ("g", "r", "i")
@@ -90,7 +93,11 @@ def test_info_runs(capsys):
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (lambda args, tmp: [*args[:-4], "--image", "Q=q.fits", *args[-4:]], "unknown band name(s) ['Q']"),
+        (
+            lambda args, tmp: [*args[:-4], "--image", "Q=q.fits", *args[-4:]],
+            "unknown band name in images 'Q'",
+        ),
+        (lambda args, tmp: [*args, "--image", f"G={tmp / 'g.fits'}"], "images names band 'g' twice"),
         (lambda args, tmp: [*args, "--image", f"g={tmp / 'g.fits'}"], "a band is given twice in --image"),
         (lambda args, tmp: [*args, "--image", f"z={tmp / 'missing.fits'}"], "does not exist"),
         (lambda args, tmp: [a.replace("catalog.ecsv", "missing.ecsv") for a in args], "No such file"),
@@ -104,11 +111,11 @@ def test_info_runs(capsys):
             "threshold must be a number strictly between 0 and 1",
         ),
         (lambda args, tmp: [*args, "--batch-size", "0"], "batch_size must be a positive integer"),
-        (lambda args, tmp: [*args, "--zeropoint", "g=abc"], "could not convert string to float"),
         (lambda args, tmp: [*args[:-2], "--device", "tpu9"], "device="),
     ],
     ids=[
         "unknown_band",
+        "band_twice_in_two_spellings",
         "duplicated_band",
         "missing_image",
         "missing_catalog",
@@ -116,7 +123,6 @@ def test_info_runs(capsys):
         "missing_output_folder",
         "bad_threshold",
         "bad_batch_size",
-        "bad_zeropoint",
         "bad_device",
     ],
 )
@@ -138,11 +144,41 @@ def test_missing_weights_exit_with_status_2(inputs, tmp_path, capsys):
     assert "no_weights" in capsys.readouterr().err
 
 
-def test_malformed_image_option_is_an_argparse_usage_error(inputs, tmp_path, capsys):
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (["--image", "g"], "--image expects BAND=PATH"),
+        (["--zeropoint", "g=abc"], "--zeropoint expects BAND=ZP"),
+    ],
+)
+def test_malformed_band_option_is_an_argparse_usage_error(inputs, tmp_path, capsys, option, message):
     with pytest.raises(SystemExit) as exit_info:
-        main(["classify", str(inputs[0]), "--image", "g", "-o", str(tmp_path / "out.ecsv")])
+        main(["classify", str(inputs[0]), *option, "-o", str(tmp_path / "out.ecsv")])
     assert exit_info.value.code == 2
-    assert "--image expects BAND=PATH" in capsys.readouterr().err
+    assert message in capsys.readouterr().err
+
+
+def test_a_band_of_a_multi_band_file_without_ext_is_read_from_its_own_extension(model_dir, tmp_path):
+    """Issue 15: ``--image r=demo_field.fits`` once read the file's first image (NUV) as r."""
+    data = files("astro_stargal.data")
+    demo = str(data / "demo_field.fits")
+    catalog = tmp_path / "demo.ecsv"
+    Table.read(str(data / "demo_truth.ecsv"))[:20].write(catalog)
+
+    def classify_r(image, *extra):
+        output = tmp_path / f"out{len(list(tmp_path.iterdir()))}.ecsv"
+        command = ["classify", str(catalog), "--image", image, "-o", str(output)]
+        assert main([*command, "--weights", str(model_dir), "--device", "cpu", *extra]) == 0
+        return Table.read(output)["p_star"]
+
+    by_header = classify_r(f"r={demo}")
+    np.testing.assert_array_equal(by_header, classify_r(f"r={demo}[r]"))
+    np.testing.assert_array_equal(by_header, classify_r(f"R={demo}"))
+    # Ignoring the headers gives back the old, wrong reading: the first image, NUV.
+    with pytest.warns(StarGalaxyWarning, match=r"\['r'\] name other bands.*has BAND = 'NUV'"):
+        nuv_as_r = classify_r(f"r={demo}[NUV]")  # an explicit extension wins over its header
+    np.testing.assert_array_equal(classify_r(f"r={demo}", "--ignore-header-bands"), nuv_as_r)
+    assert not np.array_equal(by_header, nuv_as_r)
 
 
 def test_no_command_prints_help_and_returns_2(capsys):

@@ -82,7 +82,9 @@ def test_big_table_comes_back_in_its_original_row_order(client, classify, model_
     np.testing.assert_array_equal(result["row"], shuffled["row"])
     expected = vstack([classify(parts[tile], tile_paths[tile]) for tile in parts])
     by_row = np.argsort(result["row"])
-    np.testing.assert_array_equal(result["p_star"][by_row], expected["p_star"])
+    # Shuffled, a tile's rows reach the network in another order, and CPU kernels round a row
+    # differently by its place in the batch (a few float32 ulps), so equal only to rounding.
+    np.testing.assert_allclose(result["p_star"][by_row], expected["p_star"], rtol=1e-6)
     np.testing.assert_array_equal(result["sg_flags"][by_row], expected["sg_flags"])
 
 

@@ -3,7 +3,9 @@
 import numpy as np
 import pytest
 from astropy import units as u
+from astropy.stats import binom_conf_interval
 from astropy.table import MaskedColumn, QTable, Table
+from scipy import special, stats
 
 from astro_stargal.evaluation import (
     calibration,
@@ -241,6 +243,46 @@ def test_wilson_interval_known_value_and_empty():
     lower, upper = wilson_interval([8, 0], [10, 0])
     assert lower[0] == pytest.approx(0.64908, abs=1e-5) and upper[0] == pytest.approx(0.89638, abs=1e-5)
     assert np.isnan(lower[1]) and np.isnan(upper[1])
+
+
+@pytest.mark.parametrize("z", [1.0, 2.0])
+def test_wilson_interval_equals_astropy_binom_conf_interval(z):
+    trials = np.concatenate([np.full(n + 1, n) for n in range(1, 60)])
+    successes = np.concatenate([np.arange(n + 1) for n in range(1, 60)])
+    # The confidence level of exactly z standard deviations of a normal distribution.
+    expected = binom_conf_interval(
+        successes, trials, confidence_level=special.erf(z / np.sqrt(2)), interval="wilson"
+    )
+    np.testing.assert_allclose(wilson_interval(successes, trials, z=z), expected, rtol=1e-9, atol=1e-12)
+
+
+def test_roc_auc_equals_scipy_mann_whitney_u_over_the_pairs():
+    rng = np.random.default_rng(3)
+    is_star = rng.uniform(size=3000) < 0.3
+    # Rounded scores, so that many star-galaxy pairs are tied.
+    p_star = np.round(np.clip(rng.normal(np.where(is_star, 0.65, 0.4), 0.2), 0, 1), 2)
+    table = Table({"p_star": p_star, "label": is_star})
+    u_statistic = stats.mannwhitneyu(p_star[is_star], p_star[~is_star]).statistic
+    assert roc_auc(table) == pytest.approx(u_statistic / (is_star.sum() * (~is_star).sum()), rel=1e-12)
+
+
+def test_calibration_bins_equal_scipy_binned_statistic():
+    rng = np.random.default_rng(4)
+    n_bins = 10
+    # Values on the bin edges too: a bin holds its lower edge, and the last bin also holds 1.
+    p_star = np.concatenate([rng.uniform(size=5000) ** 2, np.linspace(0, 1, n_bins + 1)])
+    is_star = rng.uniform(size=p_star.size) < p_star
+    reliability = calibration(Table({"p_star": p_star, "label": is_star}), n_bins=n_bins)
+
+    edges = np.linspace(0, 1, n_bins + 1)
+    count = stats.binned_statistic(p_star, p_star, "count", bins=edges).statistic
+    mean_p_star = stats.binned_statistic(p_star, p_star, "mean", bins=edges).statistic
+    star_fraction = stats.binned_statistic(p_star, is_star, "mean", bins=edges).statistic
+    np.testing.assert_array_equal(reliability["count"], count)
+    np.testing.assert_allclose(reliability["mean_p_star"], mean_p_star, rtol=1e-12)
+    np.testing.assert_allclose(reliability["star_fraction"], star_fraction, rtol=1e-12)
+    ece = np.nansum(count * np.abs(star_fraction - mean_p_star)) / count.sum()
+    assert expected_calibration_error(reliability) == pytest.approx(ece, rel=1e-12)
 
 
 def test_cli_evaluate_prints_tables_and_writes_files(small_table, tmp_path, capsys):

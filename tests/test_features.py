@@ -51,6 +51,36 @@ def test_aperture_flux_equals_photutils_exact_aperture_on_the_full_image(make_fi
         np.testing.assert_allclose(aperture_flux(snr[0]), expected["aperture_sum"][0], rtol=1e-5)
 
 
+def test_aperture_error_from_a_noise_map_equals_photutils_aperture_sum_err(make_field):
+    rng = np.random.default_rng(12)
+    x, y = 40 + rng.integers(0, 8 * SUBPIXEL_STEPS, 2) / SUBPIXEL_STEPS
+    image = make_field((96, 96), [(x, y, 2000.0, 1.2)], bands=["r"], noise=0.0).data["r"]
+    sigma = rng.uniform(0.5, 3.0, size=image.shape).astype(np.float32)
+    sigma[int(y), int(x) + 1] = np.nan  # unknown noise adds nothing, as a masked pixel in photutils
+    stamps, _ = extract_stamps(image, np.array([x]), np.array([y]), STAMP_SIZE)
+    noise_stamps, _ = extract_stamps(sigma, np.array([x]), np.array([y]), STAMP_SIZE)
+    x0, y0 = stamp_origin(np.array([x]), np.array([y]), STAMP_SIZE)
+
+    _, background, snr = measure_features(stamps, x - x0, y - y0, noise=noise_stamps, zeropoint=ZEROPOINT)
+
+    expected = aperture_photometry(
+        image - background[0],
+        CircularAperture((x, y), r=MIDDLE_RADIUS),
+        error=np.nan_to_num(sigma),
+        method="exact",
+    )
+    assert snr[0] == pytest.approx(expected["aperture_sum"][0] / expected["aperture_sum_err"][0], rel=1e-5)
+
+
+def test_a_constant_noise_map_measures_as_the_same_single_noise(make_field):
+    image = make_field((64, 64), [(31.3, 32.6, 3000.0)], bands=["r"], seed=1).data["r"]
+    for noise in (1.0, 2.5):
+        single = measure_at(image, 31.3, 32.6, noise=noise)
+        mapped = measure_at(image, 31.3, 32.6, noise=np.full((1, STAMP_SIZE, STAMP_SIZE), noise, np.float32))
+        for expected, result in zip(single, mapped, strict=True):
+            np.testing.assert_allclose(result, expected, rtol=1e-5, atol=1e-5)  # magnitudes to float32
+
+
 def test_off_grid_positions_move_the_flux_by_much_less_than_its_noise(make_field):
     image = make_field((64, 64), [(30.37, 31.71, 2000.0)], bands=["r"], noise=0.0).data["r"]
     _, _, snr = measure_at(image, 30.37, 31.71)

@@ -9,12 +9,14 @@ from astropy.nddata import NDData
 from astropy.table import Table
 
 from astro_stargal.flags import SourceFlag
-from astro_stargal.io import SourcePositions, read_images
+from astro_stargal.io import NoiseMap, SourcePositions, read_images
 from astro_stargal.pipeline import (
+    IMAGE_SOFTENING,
     BandConstants,
     DeviceImages,
     RawStamps,
     cut_stamps,
+    extract_stamps,
     locate_sources,
     prepare_inputs,
     shared_grids,
@@ -57,8 +59,31 @@ def awkward_sources(make_field, bands):
     return band_images, positions
 
 
-def test_torch_kernel_equals_numpy_kernel(awkward_sources, bands):
+@pytest.fixture(scope="module")
+def awkward_sources_with_noise_maps(awkward_sources, bands):
+    """The same sources, with noise maps of every kind in some bands and a zero-weight chip gap in g."""
     band_images, positions = awkward_sources
+    shape = band_images["g"].shape
+    rng = np.random.default_rng(9)
+    sigma = rng.uniform(0.5, 2.0, size=shape).astype(np.float32)
+    weight = sigma**-2
+    weight[:, 58:64] = 0.0  # a chip gap through the third source (x = 60.5)
+    maps = {
+        "g": NoiseMap(weight),
+        "u": NoiseMap(sigma, kind="sigma"),
+        "i": NoiseMap(np.square(sigma), kind="variance"),
+    }
+    with_maps = {
+        band: dataclasses.replace(image, noise_map=maps.get(band)) for band, image in band_images.items()
+    }
+    return with_maps, positions
+
+
+@pytest.mark.parametrize("noise_maps", [False, True], ids=["sky_noise", "noise_maps"])
+def test_torch_kernel_equals_numpy_kernel(
+    awkward_sources, awkward_sources_with_noise_maps, bands, noise_maps
+):
+    band_images, positions = awkward_sources_with_noise_maps if noise_maps else awkward_sources
     raw = cut_stamps(band_images, positions, bands, STAMP)
     constants = BandConstants.from_images(band_images, bands)
 
@@ -98,11 +123,19 @@ def test_prepare_inputs_gives_numpy_whatever_the_device(awkward_sources, bands):
     assert inputs.stamps.shape == (len(positions), 2 * len(bands), STAMP, STAMP)
 
 
-def test_raw_stamps_slice_and_concatenate_back(awkward_sources, bands):
-    band_images, positions = awkward_sources
+def test_raw_stamps_slice_and_concatenate_back(awkward_sources_with_noise_maps, bands):
+    band_images, positions = awkward_sources_with_noise_maps
     raw = cut_stamps(band_images, positions, bands, STAMP)
     joined = RawStamps.concatenate([raw[:10], raw[10:25], raw[25:]])
-    for name in ("pixels", "x_in_stamp", "y_in_stamp", "origin", "centre_on_image", "position_valid"):
+    for name in (
+        "pixels",
+        "x_in_stamp",
+        "y_in_stamp",
+        "origin",
+        "centre_on_image",
+        "position_valid",
+        "noise",
+    ):
         torch.testing.assert_close(getattr(joined, name), getattr(raw, name), equal_nan=True)
 
 
@@ -117,13 +150,63 @@ def test_bands_on_one_grid_are_transformed_once(field, bands):
     assert same["z"] == bands[0]
 
 
-def test_stamps_cut_on_the_device_equal_stamps_cut_by_numpy(awkward_sources, bands):
-    band_images, positions = awkward_sources
+@pytest.mark.parametrize("noise_maps", [False, True], ids=["sky_noise", "noise_maps"])
+def test_stamps_cut_on_the_device_equal_stamps_cut_by_numpy(
+    awkward_sources, awkward_sources_with_noise_maps, bands, noise_maps
+):
+    band_images, positions = awkward_sources_with_noise_maps if noise_maps else awkward_sources
     expected = cut_stamps(band_images, positions, bands, STAMP)
     located = locate_sources(band_images, positions, bands, STAMP)
     assert located.pixels is None
     result = DeviceImages(band_images, bands, STAMP, "cpu").cut(located)
     torch.testing.assert_close(result.pixels, expected.pixels, equal_nan=True, rtol=0, atol=0)
+    assert (result.noise is None) == (expected.noise is None) == (not noise_maps)
+    if noise_maps:
+        torch.testing.assert_close(result.noise, expected.noise, equal_nan=True, rtol=0, atol=0)
+
+
+def test_stamps_are_divided_by_each_pixels_own_sigma(awkward_sources_with_noise_maps, bands):
+    band_images, positions = awkward_sources_with_noise_maps
+    raw = cut_stamps(band_images, positions, bands, STAMP)
+    inputs = prepare_inputs(band_images, positions, bands, STAMP)
+    for band in ("g", "u", "i"):  # a weight, a sigma and a variance map
+        index = bands.index(band)
+        noise_map = band_images[band].noise_map
+        # The noise stamps are the map's sigmas where the stamps fall.
+        x, y = positions.pixel_positions(None)
+        sigma_image = noise_map.sigma(noise_map.values)
+        sigma, _ = extract_stamps(sigma_image, x, y, STAMP)
+        np.testing.assert_array_equal(raw.noise.numpy()[:, index], sigma)
+        # Each present stamp is asinh((pixel - background) / (3 sigma_pixel)).
+        rows = np.flatnonzero(inputs.catalog[:, index, -1] == 1)
+        pixels, sigma = raw.pixels.numpy()[rows, index], sigma[rows]
+        background = _local_background(pixels)
+        expected = np.arcsinh((pixels - background[:, None, None]) / (IMAGE_SOFTENING * sigma))
+        valid = np.isfinite(pixels)
+        assert valid.sum() > 1000
+        np.testing.assert_allclose(inputs.stamps[rows, index][valid], expected[valid], rtol=1e-5, atol=1e-6)
+
+
+def test_zero_weight_pixels_are_bad_pixels_and_a_source_in_the_gap_misses_the_band(
+    awkward_sources_with_noise_maps, bands
+):
+    band_images, positions = awkward_sources_with_noise_maps
+    raw = cut_stamps(band_images, positions, bands, STAMP)
+    g = bands.index("g")
+    origin_x = raw.origin.numpy()[:, g, 0]
+    in_gap_columns = (np.arange(STAMP)[None, :] + origin_x[:, None] >= 58) & (
+        np.arange(STAMP)[None, :] + origin_x[:, None] < 64
+    )
+    gap_pixels = np.broadcast_to(in_gap_columns[:, None, :], raw.pixels.numpy()[:, g].shape)
+    assert gap_pixels.any()
+    assert np.isnan(raw.pixels.numpy()[:, g][gap_pixels]).all()
+    inputs = prepare_inputs(band_images, positions, bands, STAMP)
+    third = 2  # at x = 60.5, in the gap: no valid central pixel in g
+    assert inputs.catalog[third, g, -1] == 0
+    assert inputs.flags[third] & SourceFlag.BAND_MISSING
+    assert (
+        inputs.flags[in_gap_columns.any(axis=1) & (inputs.catalog[:, g, -1] == 1)] & SourceFlag.BAD_PIXELS
+    ).all()
 
 
 def test_device_images_do_not_claim_a_cpu(awkward_sources):

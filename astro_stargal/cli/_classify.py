@@ -1,6 +1,6 @@
 """The ``classify`` subcommand: add p_star, sg_class and sg_flags to a catalog."""
 
-from ._common import output_options, parse_band_assignment
+from ._common import output_options, parse_band_assignment, parse_zeropoint_assignment
 
 __all__ = ["add_parser", "run"]
 
@@ -18,7 +18,11 @@ def add_parser(subparsers):
         type=parse_band_assignment,
         required=True,
         metavar="BAND=PATH",
-        help="image of one band (FITS path, optionally PATH[EXT]); repeat for each band",
+        help=(
+            "image of one band (FITS path, optionally PATH[EXT]; without [EXT], the image whose "
+            "FILTER/BAND/EXTNAME names the band); repeat for each band. Band names match the "
+            "model's exactly, or ignoring case when that is unambiguous (R means r)"
+        ),
     )
     parser.add_argument("-o", "--output", required=True, help="output table; format from the extension")
     parser.add_argument(
@@ -29,7 +33,12 @@ def add_parser(subparsers):
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--threshold", type=float, default=0.5, help="p_star threshold for sg_class")
     parser.add_argument(
-        "--zeropoint", action="append", type=parse_band_assignment, default=[], metavar="BAND=ZP"
+        "--zeropoint", action="append", type=parse_zeropoint_assignment, default=[], metavar="BAND=ZP"
+    )
+    parser.add_argument(
+        "--ignore-header-bands",
+        action="store_true",
+        help="do not read band names from FITS headers (for mislabelled headers): a file gives its first image",
     )
     parser.add_argument(
         "--overwrite", action="store_true", help="replace the output file and existing columns"
@@ -47,7 +56,10 @@ def run(args):
     if len(images) != len(args.image):
         msg = f"a band is given twice in --image: {[band for band, _ in args.image]}"
         raise ValueError(msg)
-    zeropoints = {band: float(value) for band, value in args.zeropoint}
+    zeropoints = dict(args.zeropoint)
+    if len(zeropoints) != len(args.zeropoint):
+        msg = f"a band is given twice in --zeropoint: {[band for band, _ in args.zeropoint]}"
+        raise ValueError(msg)
     write_options = output_options(args)
     read_options = {"format": args.format} if args.format else {}
     try:
@@ -63,6 +75,7 @@ def run(args):
         batch_size=args.batch_size,
         threshold=args.threshold,
         zeropoints=zeropoints,
+        header_bands=not args.ignore_header_bands,
         overwrite=args.overwrite,
     )
     result.write(args.output, overwrite=args.overwrite, **write_options)

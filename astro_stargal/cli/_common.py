@@ -3,18 +3,32 @@
 import argparse
 from pathlib import Path
 
-__all__ = ["WRITE_FORMATS", "output_options", "parse_band_assignment"]
+__all__ = ["WRITE_FORMATS", "output_options", "parse_band_assignment", "parse_zeropoint_assignment"]
 
 #: Output extensions that astropy does not recognise by itself when writing.
 WRITE_FORMATS = {".vot": "votable", ".votable": "votable", ".xml": "votable"}
 
 
 def parse_band_assignment(text):
+    """``'r=r.fits'`` -> ``('r', 'r.fits')``; the band name is matched to the model's later, as in Python."""
     band, separator, path = text.partition("=")
-    if not separator or not band or not path:
+    if not separator or not band.strip() or not path:
         msg = f"--image expects BAND=PATH (e.g. r=r.fits), got {text!r}"
         raise argparse.ArgumentTypeError(msg)
     return band, path
+
+
+def parse_zeropoint_assignment(text):
+    """``'r=26.4'`` -> ``('r', 26.4)``."""
+    band, separator, value = text.partition("=")
+    try:
+        zeropoint = float(value)
+    except ValueError:
+        zeropoint = None
+    if not separator or not band.strip() or zeropoint is None:
+        msg = f"--zeropoint expects BAND=ZP (e.g. r=26.4), got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return band, zeropoint
 
 
 def output_options(args):

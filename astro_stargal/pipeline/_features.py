@@ -7,7 +7,9 @@ cannot drift apart. Per band and source it measures:
     AB asinh magnitude (Lupton et al. 1999) in a circular aperture of radius
     `APERTURE_RADII` [1] pixels; defined for zero and negative fluxes.
 ``snr_asinh``
-    ``asinh(S/N)`` of that aperture flux (S/N against the sky noise).
+    ``asinh(S/N)`` of that aperture flux (S/N against the sky noise, or
+    against the per-pixel noise summed over the aperture where a noise map
+    is given, as `photutils.aperture.aperture_photometry` sums ``error``).
 ``concentration_inner``, ``concentration_outer``
     Asinh-magnitude differences between the small and the large aperture,
     and the middle and the large aperture: point sources are most concentrated.
@@ -110,8 +112,9 @@ def measure_features(stamps, x_in_stamp, y_in_stamp, *, noise, zeropoint):
         ``(n_sources, n, n)`` stamps with NaN where a pixel is unusable.
     x_in_stamp, y_in_stamp : 1D `~numpy.ndarray`
         Source positions in stamp pixel coordinates (see `~astro_stargal.pipeline.extract_stamps`).
-    noise : float
-        Per-pixel sky standard deviation in image units.
+    noise : float or 3D `~numpy.ndarray`
+        Per-pixel sky standard deviation in image units: one value, or
+        ``(n_sources, n, n)`` noise stamps (NaN where unknown, which adds nothing).
     zeropoint : float
         AB zero point of the image.
 
@@ -144,9 +147,19 @@ def measure_features(stamps, x_in_stamp, y_in_stamp, *, noise, zeropoint):
     j = np.clip(np.rint((y_in_stamp - lowest_centre) * SUBPIXEL_STEPS), 0, SUBPIXEL_STEPS).astype(np.intp)
     masks = aperture_masks(stamp_size)
     fluxes = np.stack([np.einsum("nij,nij->n", masks[k][j, i], signal) for k in range(len(APERTURE_RADII))])
-    flux_errors = noise * np.sqrt(np.pi * np.square(APERTURE_RADII))[:, None]
-    asinh_mags = asinh_magnitude(fluxes, flux_errors, zeropoint)
-    snr = fluxes[1] / flux_errors[1]
+    if np.ndim(noise) == 0:
+        flux_errors = noise * np.sqrt(np.pi * np.square(APERTURE_RADII))[:, None]
+    else:
+        noise_box = noise[
+            :, box_origin : box_origin + PHOTOMETRY_BOX, box_origin : box_origin + PHOTOMETRY_BOX
+        ]
+        variance = np.nan_to_num(np.square(noise_box), nan=0.0, posinf=0.0)
+        flux_errors = np.sqrt(
+            np.stack([np.einsum("nij,nij->n", masks[k][j, i], variance) for k in range(len(APERTURE_RADII))])
+        )
+    with np.errstate(divide="ignore", invalid="ignore"):  # an aperture with no known noise: features 0
+        asinh_mags = asinh_magnitude(fluxes, flux_errors, zeropoint)
+        snr = fluxes[1] / flux_errors[1]
 
     size, ellipticity = _weighted_moments(signal, x_in_stamp - box_origin, y_in_stamp - box_origin)
     features = np.stack(
@@ -251,8 +264,9 @@ def measure_features_torch(stamps, x_in_stamp, y_in_stamp, *, noise, zeropoint):
         the tensor's device.
     x_in_stamp, y_in_stamp : 1D `torch.Tensor` or `~numpy.ndarray`
         Source positions in stamp pixel coordinates (see `~astro_stargal.pipeline.extract_stamps`).
-    noise : float or 1D `torch.Tensor`
-        Per-pixel sky standard deviation in image units (one value, or one per stamp).
+    noise : float, 1D or 3D `torch.Tensor`
+        Per-pixel sky standard deviation in image units: one value, one per
+        stamp, or ``(n, s, s)`` noise stamps (NaN where unknown, which adds nothing).
     zeropoint : float or 1D `torch.Tensor`
         AB zero point of the image (one value, or one per stamp).
 
@@ -292,7 +306,14 @@ def measure_features_torch(stamps, x_in_stamp, y_in_stamp, *, noise, zeropoint):
     j = torch.round((y_in_stamp - lowest_centre) * SUBPIXEL_STEPS).clamp(0, SUBPIXEL_STEPS).long()
     masks = _aperture_masks_on(stamp_size, device)[:, j, i]  # (aperture, n, box, box)
     fluxes = (masks * signal).sum(dim=(-2, -1))
-    flux_errors = noise * _aperture_noise_factors(device)[:, None]
+    if noise.dim() < 3:
+        flux_errors = noise * _aperture_noise_factors(device)[:, None]
+    else:
+        noise_box = noise[
+            :, box_origin : box_origin + PHOTOMETRY_BOX, box_origin : box_origin + PHOTOMETRY_BOX
+        ]
+        variance = torch.nan_to_num(noise_box.square(), nan=0.0, posinf=0.0)
+        flux_errors = (masks * variance).sum(dim=(-2, -1)).sqrt()
     asinh_mags = _asinh_magnitude_torch(fluxes, flux_errors, zeropoint)
     snr = fluxes[1] / flux_errors[1]
 

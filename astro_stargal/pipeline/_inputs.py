@@ -12,7 +12,10 @@ apart:
    `DeviceImages` cuts the stamps there instead.
 2. `finish_inputs`: the flags, the catalog features and the normalised stamps
    ``asinh((pixel - local background) / (3 * sky noise))``, so that the
-   network sees signal-to-noise maps whatever the image units. On the CPU this
+   network sees signal-to-noise maps whatever the image units. Where a band
+   has a noise map (`~astro_stargal.io.NoiseMap`), its noise stamps are cut
+   beside the pixel stamps and each pixel is divided by its own sigma;
+   pixels of zero weight are bad pixels. On the CPU this
    is the NumPy reference (`~astro_stargal.pipeline.measure_features`); on a
    GPU the same arithmetic in PyTorch
    (`~astro_stargal.pipeline.measure_features_torch`) runs beside the
@@ -162,6 +165,11 @@ class RawStamps(_SourceRows):
         ``(n_sources, n_bands)``: the source centre falls on a pixel of the image.
     position_valid : 1D bool `torch.Tensor`
         False where the table's position is bad.
+    noise : 4D float32 `torch.Tensor` or None
+        ``(n_sources, n_bands, n, n)`` per-pixel sigma, when some band has a
+        noise map (None otherwise): cut from the map (NaN where the pixel is
+        bad or off the image), the band's sky noise everywhere in a band
+        without one, NaN in a band without an image.
 
     Examples
     --------
@@ -185,6 +193,7 @@ class RawStamps(_SourceRows):
     origin: torch.Tensor
     centre_on_image: torch.Tensor
     position_valid: torch.Tensor
+    noise: torch.Tensor | None = None
 
     def __len__(self):
         return len(self.position_valid)
@@ -202,6 +211,8 @@ class BandConstants:
         Sky noise, AB zero point and saturation level (placeholders where unavailable).
     shape : 2D int64 `torch.Tensor`
         ``(n_bands, 2)`` image shape ``(ny, nx)`` (0 where unavailable).
+    noise_map : 1D bool `torch.Tensor`
+        The band has a per-pixel noise map.
 
     Examples
     --------
@@ -219,6 +230,7 @@ class BandConstants:
     zeropoint: torch.Tensor
     saturation: torch.Tensor
     shape: torch.Tensor
+    noise_map: torch.Tensor
 
     def to(self, device):
         """The same constants on ``device``."""
@@ -251,6 +263,7 @@ class BandConstants:
             zeropoint=column(lambda image: image.zeropoint, 0.0),
             saturation=column(lambda image: image.saturation, np.inf),
             shape=column(lambda image: image.shape, (0, 0), torch.int64),
+            noise_map=column(lambda image: image.noise_map is not None, False, torch.bool),
         )
 
 
@@ -438,17 +451,36 @@ def cut_stamps(band_images, positions, bands, stamp_size, *, same_grid=None, pin
     448
     """
     raw, pixel_positions = _locate(band_images, positions, bands, stamp_size, same_grid, pin_memory)
-    pixels = _host_array((len(positions), len(bands), stamp_size, stamp_size), torch.float32, pin_memory)
+    shape = (len(positions), len(bands), stamp_size, stamp_size)
+    pixels = _host_array(shape, torch.float32, pin_memory)
     pixel_view = pixels.numpy()
+    noise = _host_array(shape, torch.float32, pin_memory) if _any_noise_map(band_images) else None
     for index, band in enumerate(bands):
         image = band_images.get(band)
         if image is None:
             pixel_view[:, index] = np.nan
+            if noise is not None:
+                noise.numpy()[:, index] = np.nan
             continue
         x, y = pixel_positions[band]
         extract_stamps(image.data, x, y, stamp_size, mask=image.mask, out=pixel_view[:, index])
+        if noise is None:
+            continue
+        noise_view = noise.numpy()[:, index]
+        if image.noise_map is None:
+            noise_view[...] = image.noise
+            continue
+        extract_stamps(image.noise_map.values, x, y, stamp_size, out=noise_view)
+        image.noise_map.sigma(noise_view, out=noise_view)
+        # A pixel of zero weight (or unusable noise) is a bad pixel.
+        np.copyto(pixel_view[:, index], np.nan, where=np.isnan(noise_view))
     raw.pixels = pixels
+    raw.noise = noise
     return raw
+
+
+def _any_noise_map(band_images):
+    return any(image.noise_map is not None for image in band_images.values())
 
 
 class DeviceImages:
@@ -456,7 +488,8 @@ class DeviceImages:
 
     On a GPU with room for the images, stamps are gathered by the GPU itself
     and the CPU only transforms positions: the images cross the bus once
-    instead of once per stamp pixel.
+    instead of once per stamp pixel. Noise maps travel as per-pixel sigma
+    planes beside their images.
 
     Parameters
     ----------
@@ -487,43 +520,61 @@ class DeviceImages:
     def __init__(self, band_images, bands, stamp_size, device):
         self.device = torch.device(device)
         self.stamp_size = stamp_size
-        self.planes = [
-            None if band not in band_images else self._upload(band_images[band], self.device)
-            for band in bands
-        ]
+        images = [band_images.get(band) for band in bands]
+        uploaded = [None if image is None else self._upload(image, self.device) for image in images]
+        self.planes = [None if planes is None else planes[0] for planes in uploaded]
+        self.noise_planes = [None if planes is None else planes[1] for planes in uploaded]
+        # As in cut_stamps: noise stamps only when some band has a noise map; the sky noise in the others.
+        self.sky_noise = None
+        if _any_noise_map(band_images):
+            self.sky_noise = [np.nan if image is None else image.noise for image in images]
 
     @staticmethod
     def fit(band_images, device, fraction=0.25):
-        """True if the images take at most ``fraction`` of the device's free memory (always False on a CPU)."""
+        """True if the images (and noise maps) take at most ``fraction`` of the device's free memory.
+
+        Always False on a CPU.
+        """
         device = torch.device(device)
         if device.type != "cuda":
             return False
         free, _ = torch.cuda.mem_get_info(device)
-        needed = sum(4 * image.data.size for image in band_images.values())
+        needed = sum(
+            4 * image.data.size * (1 if image.noise_map is None else 2) for image in band_images.values()
+        )
         return needed <= fraction * free
 
     @classmethod
     def _upload(cls, image, device):
+        """The image plane and its sigma plane (None without a noise map) on ``device``."""
         ny, _ = image.shape
         plane = torch.empty(image.shape, dtype=torch.float32, device=device)
+        noise_plane = None
+        if image.noise_map is not None:
+            noise_plane = torch.empty(image.shape, dtype=torch.float32, device=device)
         for start in range(0, ny, cls.UPLOAD_ROWS):
             rows = slice(start, start + cls.UPLOAD_ROWS)
             block = np.ascontiguousarray(image.data[rows], dtype=np.float32)
             if image.mask is not None:
                 block[np.asarray(image.mask[rows], dtype=bool)] = np.nan
+            if noise_plane is not None:
+                sigma = image.noise_map.sigma(image.noise_map.values[rows])
+                block[np.isnan(sigma)] = np.nan
+                noise_plane[rows].copy_(torch.from_numpy(sigma))
             plane[rows].copy_(torch.from_numpy(block))
-        return plane
+        return plane, noise_plane
 
     def cut(self, raw):
-        """Fill ``raw.pixels`` by gathering on the device; ``raw`` is from `locate_sources`, on this device.
+        """Fill ``raw.pixels`` (and ``raw.noise``) by gathering on the device.
 
-        The result equals `cut_stamps`: NaN off the image and where masked.
+        ``raw`` is from `locate_sources`, on this device. The result equals
+        `cut_stamps`: NaN off the image and where masked.
         """
         n_sources, n_bands = raw.x_in_stamp.shape
+        shape = (n_sources, n_bands, self.stamp_size, self.stamp_size)
+        pixels = torch.full(shape, torch.nan, device=self.device)
+        noise = None if self.sky_noise is None else torch.full(shape, torch.nan, device=self.device)
         offsets = torch.arange(self.stamp_size, device=self.device)
-        pixels = torch.full(
-            (n_sources, n_bands, self.stamp_size, self.stamp_size), torch.nan, device=self.device
-        )
         for index, plane in enumerate(self.planes):
             if plane is None:
                 continue
@@ -533,7 +584,14 @@ class DeviceImages:
             on_image = ((rows >= 0) & (rows < ny))[:, :, None] & ((columns >= 0) & (columns < nx))[:, None, :]
             flat = rows.clamp(0, ny - 1)[:, :, None] * nx + columns.clamp(0, nx - 1)[:, None, :]
             pixels[:, index] = torch.where(on_image, plane.flatten()[flat], torch.nan)
+            if noise is None:
+                continue
+            if self.noise_planes[index] is None:
+                noise[:, index] = self.sky_noise[index]
+            else:
+                noise[:, index] = torch.where(on_image, self.noise_planes[index].flatten()[flat], torch.nan)
         raw.pixels = pixels
+        raw.noise = noise
         return raw
 
 
@@ -612,6 +670,8 @@ def _finish_numpy(raw, constants):
         flags[rows] |= np.where(saturated, SourceFlag.SATURATED, 0).astype(np.int32)
 
         noise = float(constants.noise[index])
+        if constants.noise_map[index]:
+            noise = raw.noise.numpy()[rows, index]
         features, background, snr = measure_features(
             present_pixels,
             x_in_stamp[rows, index],
@@ -666,11 +726,13 @@ def _finish_torch(raw, constants):
     central = torch.where(central_valid, pixels[..., centre, centre], -torch.inf)
     saturated = (central >= constants.saturation[:, None, None]).flatten(2).any(dim=-1)
 
+    # Per-pixel noise stamps when some band has a noise map, else one sky noise per band.
+    noise = constants.noise[:, None, None] if raw.noise is None else raw.noise
     features, background, snr = measure_features_torch(
         pixels.flatten(0, 1),
         raw.x_in_stamp.flatten(),
         raw.y_in_stamp.flatten(),
-        noise=constants.noise.repeat(n_sources),
+        noise=constants.noise.repeat(n_sources) if raw.noise is None else raw.noise.flatten(0, 1),
         zeropoint=constants.zeropoint.repeat(n_sources),
     )
     features = features.view(n_sources, n_bands, -1)
@@ -678,7 +740,7 @@ def _finish_torch(raw, constants):
     snr = snr.view(n_sources, n_bands)
 
     keep = valid & present[..., None, None]
-    normalised = (pixels - background[..., None, None]) / (IMAGE_SOFTENING * constants.noise[:, None, None])
+    normalised = (pixels - background[..., None, None]) / (IMAGE_SOFTENING * noise)
     normalised = torch.where(keep, torch.asinh(normalised), 0.0)
     stamps = torch.cat([normalised, keep.float()], dim=1)
     present_column = present[..., None].float()

@@ -5,6 +5,7 @@ import math
 import os
 
 import numpy as np
+from astropy import constants
 from scipy import special
 
 from ..instrument import (
@@ -13,11 +14,11 @@ from ..instrument import (
 )
 from ._galsim import import_galsim
 
-_PLANCK = 6.62607015e-34  # J s
+_PLANCK = float(constants.h.si.value)  # J s; Python floats keep NumPy float32 arithmetic in float32
 
-_SPEED_OF_LIGHT = 2.99792458e8  # m / s
+_SPEED_OF_LIGHT = float(constants.c.si.value)  # m / s
 
-_BOLTZMANN = 1.380649e-23  # J / K
+_BOLTZMANN = float(constants.k_B.si.value)  # J / K
 
 MAX_TRUE_MAG = 40.0
 
