@@ -39,12 +39,14 @@ def validation_report():
     return validate_field(images, truth)
 
 
-def test_same_seed_gives_identical_images_and_truth():
+def test_same_seed_gives_bit_identical_images_and_truth_on_one_machine():
     first_images, first_truth = simulate_field((96, 128), seed=5, bands=["g", "y"])
     second_images, second_truth = simulate_field((96, 128), seed=5, bands=["g", "y"])
     for band in ("g", "y"):
         assert first_images[band].data.tobytes() == second_images[band].data.tobytes()
-    assert first_truth.pformat(max_lines=-1, max_width=-1) == second_truth.pformat(max_lines=-1, max_width=-1)
+    assert first_truth.colnames == second_truth.colnames
+    for name in first_truth.colnames:
+        assert np.asarray(first_truth[name]).tobytes() == np.asarray(second_truth[name]).tobytes(), name
 
 
 def test_different_seeds_give_different_fields():
@@ -172,14 +174,37 @@ def _black_body_colours(temperature):
     return mags[:, u] - mags[:, g], mags[:, nuv] - mags[:, u]
 
 
-def test_nominal_field_reproduces_the_bundled_demo_truth_bit_for_bit():
+#: Relative tolerance against files made on another machine: numpy's exp/log/power take different
+#: SIMD paths on different CPUs and may differ in the last digit (7e-15 mag was seen, issue 15);
+#: any real change to the simulator moves values by many orders of magnitude more.
+CROSS_MACHINE_RTOL = 1e-12
+
+
+def test_nominal_field_reproduces_the_bundled_demo_truth_to_the_last_digits():
     data_dir = os.path.join(os.path.dirname(astro_stargal.__file__), "data")
     bundled = Table.read(os.path.join(data_dir, "demo_truth.ecsv"))
     _, truth = simulate_field(_demo_data.DEMO_SIZE, seed=_demo_data.DEMO_SEED, bands=["r"])
     assert truth.colnames == bundled.colnames
     for name in bundled.colnames:
         expected = np.asarray(bundled[name])
-        assert np.array_equal(np.asarray(truth[name]), expected, equal_nan=expected.dtype.kind == "f"), name
+        if expected.dtype.kind == "f":
+            np.testing.assert_allclose(
+                np.asarray(truth[name]),
+                expected,
+                rtol=CROSS_MACHINE_RTOL,
+                atol=0,
+                equal_nan=True,
+                err_msg=name,
+            )
+        else:
+            assert np.array_equal(np.asarray(truth[name]), expected), name
+
+
+def test_cross_machine_tolerance_still_catches_a_change_of_one_part_in_a_billion():
+    data_dir = os.path.join(os.path.dirname(astro_stargal.__file__), "data")
+    magnitudes = np.asarray(Table.read(os.path.join(data_dir, "demo_truth.ecsv"))["mag_r"])
+    with pytest.raises(AssertionError):
+        np.testing.assert_allclose(magnitudes * (1 + 1e-9), magnitudes, rtol=CROSS_MACHINE_RTOL, atol=0)
 
 
 def test_nominal_stars_are_pure_black_bodies(small_field):
