@@ -12,6 +12,9 @@ class SourceFlag(enum.IntFlag):
     `TILE_FAILED` set; every other bit is a warning on a source that was still
     classified.
 
+    A flag prints as the names of its bits (``str`` and ``f"{flag}"``); a
+    numeric format such as ``f"{flag:d}"`` gives the number.
+
     Examples
     --------
     >>> flags = SourceFlag.PARTIAL_OVERLAP | SourceFlag.LOW_SNR
@@ -19,6 +22,10 @@ class SourceFlag(enum.IntFlag):
     34
     >>> bool(flags & SourceFlag.LOW_SNR), bool(flags & SourceFlag.SATURATED)
     (True, False)
+    >>> print(SourceFlag(296))
+    BAND_MISSING|LOW_SNR|BLENDED
+    >>> f"{flags} = {flags:d}"
+    'PARTIAL_OVERLAP|LOW_SNR = 34'
     """
 
     #: The source lies off every image (or its stamp has no valid pixel); not classified.
@@ -52,6 +59,21 @@ class SourceFlag(enum.IntFlag):
     #: The PSF of a band the source has could not be measured (too few isolated, unsaturated
     #: stars) nor was it given: the model's reference PSF is assumed and the range is unchecked.
     PSF_UNMEASURED = 4096
+
+    def __str__(self):
+        # IntFlag prints as a bare number from Python 3.11 on; a flag value should say what it means.
+        names = describe_flags(self)
+        unknown = int(self) & ~sum(flag.value for flag in type(self))
+        return "|".join([*names, str(unknown)] if unknown else names) or "0"
+
+    def __format__(self, format_spec):
+        if format_spec and format_spec[-1] in _NUMERIC_FORMATS:
+            return int.__format__(int(self), format_spec)
+        return format(str(self), format_spec)
+
+
+#: Format types that ask for a flag's number rather than its names (``f"{flag:d}"``, ``f"{flag:#x}"``).
+_NUMERIC_FORMATS = frozenset("bcdoxXneEfFgG%")
 
 
 def describe_flags(value):
