@@ -12,6 +12,7 @@ matplotlib = pytest.importorskip("matplotlib")
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.path import Path as MplPath  # noqa: E402
 
 from astro_stargal import evaluation as plotting  # noqa: E402
 from astro_stargal.flags import SourceFlag  # noqa: E402
@@ -115,6 +116,24 @@ def test_classified_field_marks_sources_with_colourbar(images, classified):
     assert any("p_star" in other.get_ylabel() for other in figure.axes[1:])
     labels = [text.get_text() for text in ax.get_legend().get_texts()]
     assert "unclassified (1)" in labels and any(label.startswith("wrong vs truth") for label in labels)
+
+
+def test_classified_field_markers_are_outlines_and_the_legend_covers_no_source(images, classified):
+    """Issue 15: filled star markers hid the sources they marked, and the legend covered sources."""
+    figure = plotting.plot_classified_field(images, classified, truth_column="label")
+    ax = figure.axes[0]
+    # Markers that enclose an area (stars, circles, boxes) must not fill it; an "x" is only strokes.
+    enclosing = [
+        collection
+        for collection in ax.collections
+        if any(path.codes is not None and MplPath.CLOSEPOLY in path.codes for path in collection.get_paths())
+    ]
+    assert len(enclosing) >= 3
+    for collection in enclosing:
+        assert np.all(collection.get_facecolors()[:, 3] == 0), "a filled marker hides its source"
+    figure.canvas.draw()
+    legend_box = ax.get_legend().get_window_extent()
+    assert not legend_box.overlaps(ax.get_window_extent())
 
 
 def test_classified_field_single_band_on_given_axes(images, classified):

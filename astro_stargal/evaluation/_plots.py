@@ -497,7 +497,8 @@ def plot_classified_field(
         not on one pixel grid) the first present band, or else the first
         image, is shown in grey.
     threshold : float, optional
-        Sources with ``p_star >= threshold`` are drawn as stars (``*``), others as circles.
+        Sources with ``p_star >= threshold`` are drawn as stars (``*``), others
+        as circles; both are outlines, so that the sources stay visible.
     truth_column : str, optional
         With a truth column, misclassified sources are boxed in white.
     star_label : str, optional
@@ -536,21 +537,30 @@ def plot_classified_field(
     is_star_call = classified & (p_star >= threshold)
     colour_map = ScalarMappable(norm=Normalize(0.0, 1.0), cmap=P_STAR_CMAP)
     size = np.clip(60000.0 / max(reference.shape), 20, 120)
-    for rows, marker in ((is_star_call, "*"), (classified & ~is_star_call, "o")):
-        colours = colour_map.to_rgba(p_star[rows])
+    # Outlines only: a filled marker would hide the source it marks.
+    for rows, marker, scale in ((is_star_call, "*", 2.2), (classified & ~is_star_call, "o", 1.0)):
         ax.scatter(
             x[rows],
             y[rows],
             marker=marker,
-            s=size if marker == "o" else size * 1.6,
-            facecolors="none" if marker == "o" else colours,
-            edgecolors=colours if marker == "o" else "black",
-            linewidths=1.3 if marker == "o" else 0.4,
+            s=size * scale,
+            facecolors="none",
+            edgecolors=colour_map.to_rgba(p_star[rows]),
+            linewidths=1.3,
         )
     unclassified = ~np.isfinite(p_star) & np.isfinite(x)
     ax.scatter(x[unclassified], y[unclassified], marker="x", color="0.7", s=size * 0.6)
     handles = [
-        Line2D([], [], marker="*", linestyle="", color="tab:red", markersize=9, label="called star"),
+        Line2D(
+            [],
+            [],
+            marker="*",
+            linestyle="",
+            markerfacecolor="none",
+            color="tab:red",
+            markersize=11,
+            label="called star",
+        ),
         Line2D(
             [], [], marker="o", linestyle="", markerfacecolor="none", color="tab:blue", label="called galaxy"
         ),
@@ -591,7 +601,15 @@ def plot_classified_field(
     ax.set_ylabel("y [pixel]")
     composite = f"RGB = {', '.join(shown)}" if len(shown) == 3 else f"band {shown[0]}"
     ax.set_title(f"{int(classified.sum())} classified sources ({composite})")
-    ax.legend(handles=handles, loc="upper right", fontsize="small", framealpha=0.85)
+    # Below the image, not on it, where it would cover sources.
+    ax.legend(
+        handles=handles,
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.1),
+        ncols=len(handles),
+        fontsize="small",
+        frameon=False,
+    )
     return figure
 
 
