@@ -1,8 +1,11 @@
-"""Classify the small simulated CSST field bundled with the package, and show the result.
+"""The small simulated CSST field bundled with the package: classify it, or write it out to try the examples.
 
 The field (``astro_stargal/data/demo_field.fits``: seven tile-compressed
 image extensions named NUV, u, g, r, i, z, y) and its truth table
 (``demo_truth.ecsv``) come from `astro_stargal.simulate.make_demo_data`.
+`run_demo` classifies it and draws the result; `write_demo_files` writes it
+as the files a user starts from (one FITS image per band and a source
+table), on which the examples of the README and the documentation run.
 """
 
 import importlib.resources
@@ -10,13 +13,21 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
+from astropy.io import fits
 from astropy.table import Table
 
-from .classify import classify_sources
-from .evaluation import purity_completeness
 from .instrument import PIXEL_SCALE, band_order
 
-__all__ = ["DEMO_FIGURE", "DEMO_IMAGES", "DEMO_TABLE", "DEMO_TRUTH", "run_demo"]
+__all__ = [
+    "DEMO_FIGURE",
+    "DEMO_IMAGES",
+    "DEMO_SOURCES",
+    "DEMO_SOURCE_COLUMNS",
+    "DEMO_TABLE",
+    "DEMO_TRUTH",
+    "run_demo",
+    "write_demo_files",
+]
 
 #: Bundled files, in the package ``astro_stargal.data``.
 DEMO_IMAGES = "demo_field.fits"
@@ -25,6 +36,13 @@ DEMO_TRUTH = "demo_truth.ecsv"
 #: Files written by `run_demo`.
 DEMO_TABLE = "demo_classified.ecsv"
 DEMO_FIGURE = "demo_field.png"
+
+#: The source table written by `write_demo_files` (the images are ``{band}.fits``).
+DEMO_SOURCES = "sources.ecsv"
+
+#: Its columns: an id and the sky position, as in a survey catalog, plus the simulation's truth
+#: (``label``, ``mag_r``) for ``astro-stargal evaluate``.
+DEMO_SOURCE_COLUMNS = ("id", "ra", "dec", "mag_r", "label")
 
 
 def run_demo(output_dir, *, device=None, weights=None):
@@ -60,18 +78,12 @@ def run_demo(output_dir, *, device=None, weights=None):
     >>> table_path, figure_path, summary = run_demo("demo_output")  # doctest: +SKIP
     >>> print(summary)  # doctest: +SKIP
     """
+    # Imported here, so that writing the demo files needs neither PyTorch nor the network.
+    from .classify import classify_sources
+
     output_dir = Path(output_dir)
-    data = importlib.resources.files("astro_stargal.data")
     with ExitStack() as stack:
-        image_path = stack.enter_context(importlib.resources.as_file(data / DEMO_IMAGES))
-        truth_path = stack.enter_context(importlib.resources.as_file(data / DEMO_TRUTH))
-        missing = [path.name for path in (image_path, truth_path) if not path.is_file()]
-        if missing:
-            msg = (
-                f"the bundled demo data {missing} are missing from {image_path.parent}; "
-                "regenerate them with astro_stargal.simulate.make_demo_data()"
-            )
-            raise FileNotFoundError(msg)
+        image_path, truth_path = _bundled_files(stack)
         images = {band: f"{image_path}[{band}]" for band in band_order()}
         truth = Table.read(truth_path)
         classified = classify_sources(truth, images, weights=weights, device=device)
@@ -81,6 +93,79 @@ def run_demo(output_dir, *, device=None, weights=None):
         figure_path = output_dir / DEMO_FIGURE
         _demo_figure(images, classified, figure_path)
     return table_path, figure_path, _summary(classified)
+
+
+def write_demo_files(directory, *, overwrite=False):
+    """Write the bundled demo field as one FITS image per band and a source table.
+
+    These are the files that the examples of the README and of the
+    documentation use, in the form a user's own data take: ``NUV.fits``,
+    ``u.fits``, ... ``y.fits`` (uncompressed, with the WCS, ``BAND`` and the
+    ``MAGZERO`` zero point in the header) and ``sources.ecsv`` (the columns
+    `DEMO_SOURCE_COLUMNS`: ``id``, ``ra``/``dec`` in degrees, and the
+    simulation's truth, ``mag_r`` and ``label``).
+
+    Parameters
+    ----------
+    directory : str or `~pathlib.Path`
+        Created if needed.
+    overwrite : bool, optional
+        Replace files already there; by default they are refused.
+
+    Returns
+    -------
+    sources_path : `~pathlib.Path`
+        The source table.
+    image_paths : dict
+        Band -> `~pathlib.Path` of its image, in wavelength order.
+
+    Raises
+    ------
+    FileExistsError
+        If one of the files exists and ``overwrite`` is False (nothing is written then).
+    FileNotFoundError
+        If the bundled demo data are missing from the installation.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> sources_path, image_paths = write_demo_files(tempfile.mkdtemp())
+    >>> sources_path.name, sorted(path.name for path in image_paths.values())[:3]
+    ('sources.ecsv', ['NUV.fits', 'g.fits', 'i.fits'])
+    """
+    directory = Path(directory)
+    sources_path = directory / DEMO_SOURCES
+    image_paths = {band: directory / f"{band}.fits" for band in band_order()}
+    existing = [str(path) for path in (sources_path, *image_paths.values()) if path.exists()]
+    if existing and not overwrite:
+        msg = f"{existing} already exist; pass overwrite=True to replace them"
+        raise FileExistsError(msg)
+    directory.mkdir(parents=True, exist_ok=True)
+    with ExitStack() as stack:
+        image_path, truth_path = _bundled_files(stack)
+        sources = Table.read(truth_path)[list(DEMO_SOURCE_COLUMNS)]
+        sources.meta = {"comments": ["The bundled astro_stargal demo field; mag_r and label are its truth."]}
+        sources.write(sources_path, overwrite=True)
+        with fits.open(image_path) as bundled:
+            for band, path in image_paths.items():
+                compressed = bundled[band]
+                fits.PrimaryHDU(compressed.data, header=compressed.header).writeto(path, overwrite=True)
+    return sources_path, image_paths
+
+
+def _bundled_files(stack):
+    """Paths of the bundled images and truth, kept valid while ``stack`` is open."""
+    data = importlib.resources.files("astro_stargal.data")
+    image_path = stack.enter_context(importlib.resources.as_file(data / DEMO_IMAGES))
+    truth_path = stack.enter_context(importlib.resources.as_file(data / DEMO_TRUTH))
+    missing = [path.name for path in (image_path, truth_path) if not path.is_file()]
+    if missing:
+        msg = (
+            f"the bundled demo data {missing} are missing from {image_path.parent}; "
+            "regenerate them with astro_stargal.simulate.make_demo_data()"
+        )
+        raise FileNotFoundError(msg)
+    return image_path, truth_path
 
 
 def _demo_figure(images, classified, path):
@@ -99,6 +184,8 @@ def _demo_figure(images, classified, path):
 
 
 def _summary(classified):
+    from .evaluation import purity_completeness
+
     overall = purity_completeness(classified, truth_column="label")[0]
     n_stars = int(np.sum(classified["sg_class"] == "star"))
     n_galaxies = int(np.sum(classified["sg_class"] == "galaxy"))

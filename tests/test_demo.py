@@ -2,10 +2,12 @@
 
 import importlib.resources
 
+import numpy as np
 import pytest
 from astropy.table import Table
 
-from astro_stargal.demo import DEMO_IMAGES, DEMO_TRUTH, run_demo
+from astro_stargal import classify_sources
+from astro_stargal.demo import DEMO_IMAGES, DEMO_SOURCE_COLUMNS, DEMO_TRUTH, run_demo, write_demo_files
 from astro_stargal.instrument import band_order
 from astro_stargal.models import StarGalaxyNet, save_weights
 from astro_stargal.pipeline import FEATURE_NAMES
@@ -46,3 +48,45 @@ def test_cli_demo_passes_through(tmp_path, random_weights, monkeypatch, capsys):
     )
     assert cli.main(["demo", "-o", str(tmp_path)]) == 0
     assert "demo_field.png" in capsys.readouterr().out
+
+
+def test_written_demo_files_are_a_catalog_and_one_image_per_band_that_classify_as_the_bundled_field(
+    tmp_path, random_weights
+):
+    """Issue 15: the README's examples used files (sources.ecsv, g.fits) that did not exist."""
+    sources_path, image_paths = write_demo_files(tmp_path)
+
+    sources = Table.read(sources_path)
+    assert sources.colnames == list(DEMO_SOURCE_COLUMNS) and sources["ra"].unit == "deg"
+    assert list(image_paths) == list(band_order())
+    truth = Table.read(DATA.joinpath(DEMO_TRUTH))
+    with importlib.resources.as_file(DATA.joinpath(DEMO_IMAGES)) as bundled:
+        from_bundle = classify_sources(
+            truth, {band: f"{bundled}[{band}]" for band in band_order()}, weights=random_weights, device="cpu"
+        )
+    from_files = classify_sources(sources, image_paths, weights=random_weights, device="cpu")
+    np.testing.assert_array_equal(from_files["p_star"], from_bundle["p_star"])
+    np.testing.assert_array_equal(from_files["sg_flags"], from_bundle["sg_flags"])
+
+
+def test_demo_files_are_not_overwritten_unless_asked(tmp_path):
+    sources_path, _ = write_demo_files(tmp_path)
+    sources_path.write_text("my own catalog")
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        write_demo_files(tmp_path)
+    assert sources_path.read_text() == "my own catalog"
+    write_demo_files(tmp_path, overwrite=True)
+    assert len(Table.read(sources_path)) > 100
+
+
+def test_cli_writes_the_demo_files_and_says_how_to_classify_them(tmp_path, capsys):
+    from astro_stargal import cli
+
+    assert cli.main(["demo", "--write-data", str(tmp_path / "example")]) == 0
+    out = capsys.readouterr().out
+    assert f"astro-stargal classify {tmp_path / 'example' / 'sources.ecsv'}" in out
+    assert sorted(path.name for path in (tmp_path / "example").iterdir()) == sorted(
+        ["sources.ecsv", *(f"{band}.fits" for band in band_order())]
+    )
+    assert cli.main(["demo", "--write-data", str(tmp_path / "example")]) == 2
+    assert "pass --overwrite to replace them" in capsys.readouterr().err
