@@ -7,8 +7,10 @@ probability (after Liu, Ling, Zhang & Han 2026, Astronomy and Computing).
 The user API lives here: `classify_sources`, the Table mixin
 (`StarGalaxyMixin`, `StarGalaxyTable`, `StarGalaxyQTable`), the flags
 (`SourceFlag`, `describe_flags`), the warning class, the model registry
-(`list_models`, `load_model`) and retraining (`train`). Names that need
-PyTorch are imported on first use, so ``import astro_stargal`` stays light.
+(`list_models`, `load_model`) and retraining (`train`). Every name but the
+version and the flags is imported on first use, so ``import astro_stargal``
+loads neither PyTorch nor astropy and the command line answers ``--help`` at
+once.
 Everything else is one level down: `astro_stargal.io`, `astro_stargal.pipeline`,
 `astro_stargal.models`, `astro_stargal.simulate`, `astro_stargal.training`,
 `astro_stargal.evaluation`, `astro_stargal.distributed` and `astro_stargal.cli`.
@@ -24,9 +26,7 @@ Examples
 
 import importlib
 
-from ._columns import OUTPUT_COLUMNS
 from ._version import __version__
-from .exceptions import StarGalaxyWarning
 from .flags import SourceFlag, describe_flags
 
 __all__ = [
@@ -44,8 +44,10 @@ __all__ = [
     "train",
 ]
 
-#: Names imported on first use (they need PyTorch): name -> module that defines it.
+#: Names imported on first use (they need PyTorch or astropy): name -> module that defines it.
 _LAZY = {
+    "OUTPUT_COLUMNS": "._columns",
+    "StarGalaxyWarning": ".exceptions",
     "classify_sources": ".classify",
     "StarGalaxyMixin": ".classify",
     "StarGalaxyTable": ".classify",

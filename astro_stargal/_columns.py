@@ -1,7 +1,6 @@
 """The columns that classification adds to a table, shared by `classify_sources` and `classify_tiles`."""
 
 import numpy as np
-from astropy.table import Column, MaskedColumn
 
 from .flags import SourceFlag
 
@@ -15,6 +14,9 @@ _FLAG_DESCRIPTION = "; ".join(f"{flag.value}={flag.name}" for flag in SourceFlag
 
 def output_columns(p_star, flags, threshold, model_name):
     """The ``p_star``, ``sg_class`` and ``sg_flags`` columns, with descriptions and UCDs."""
+    # Imported here: the command line checks a threshold with this module before astropy is needed.
+    from astropy.table import Column, MaskedColumn
+
     unclassified = np.isnan(p_star)
     with np.errstate(invalid="ignore"):
         labels = np.where(p_star >= threshold, "star", "galaxy")

@@ -1,14 +1,21 @@
 """The ``astro-stargal`` command line: classify round trips, info, and user errors (exit status 2)."""
 
+import inspect
+import subprocess
+import sys
 from importlib.resources import files
+from pathlib import Path
 
 import numpy as np
 import pytest
 from astropy.io import fits
 from astropy.table import Table
 
-from astro_stargal import StarGalaxyWarning
+from astro_stargal import StarGalaxyWarning, classify_sources
 from astro_stargal.cli import main
+from astro_stargal.cli._common import CLASSIFY_OPTIONS, command_line_message
+
+ROOT = Path(__file__).resolve().parent.parent
 
 CLI_BANDS = ("g", "r", "i")
 
@@ -95,9 +102,9 @@ def test_info_runs(capsys):
     [
         (
             lambda args, tmp: [*args[:-4], "--image", "Q=q.fits", *args[-4:]],
-            "unknown band name in images 'Q'",
+            "unknown band name in --image 'Q'",
         ),
-        (lambda args, tmp: [*args, "--image", f"G={tmp / 'g.fits'}"], "images names band 'g' twice"),
+        (lambda args, tmp: [*args, "--image", f"G={tmp / 'g.fits'}"], "--image names band 'g' twice"),
         (lambda args, tmp: [*args, "--image", f"g={tmp / 'g.fits'}"], "a band is given twice in --image"),
         (lambda args, tmp: [*args, "--image", f"z={tmp / 'missing.fits'}"], "does not exist"),
         (lambda args, tmp: [a.replace("catalog.ecsv", "missing.ecsv") for a in args], "No such file"),
@@ -106,12 +113,7 @@ def test_info_runs(capsys):
             "cannot tell the table format",
         ),
         (lambda args, tmp: [a.replace("out.ecsv", "nowhere/out.ecsv") for a in args], "does not exist"),
-        (
-            lambda args, tmp: [*args, "--threshold", "2"],
-            "threshold must be a number strictly between 0 and 1",
-        ),
-        (lambda args, tmp: [*args, "--batch-size", "0"], "batch_size must be a positive integer"),
-        (lambda args, tmp: [*args[:-2], "--device", "tpu9"], "device="),
+        (lambda args, tmp: [*args[:-2], "--device", "tpu9"], "--device tpu9 is not a torch device name"),
     ],
     ids=[
         "unknown_band",
@@ -121,8 +123,6 @@ def test_info_runs(capsys):
         "missing_catalog",
         "unknown_output_format",
         "missing_output_folder",
-        "bad_threshold",
-        "bad_batch_size",
         "bad_device",
     ],
 )
@@ -149,11 +149,16 @@ def test_missing_weights_exit_with_status_2(inputs, tmp_path, capsys):
     [
         (["--image", "g"], "--image expects BAND=PATH"),
         (["--zeropoint", "g=abc"], "--zeropoint expects BAND=ZP"),
+        (["--threshold", "2"], "argument --threshold: expects a number strictly between 0 and 1, got '2'"),
+        (["--batch-size", "0"], "argument --batch-size: expects a positive integer, got '0'"),
+        (["--chunk-size", "many"], "argument --chunk-size: expects a positive integer, got 'many'"),
+        (["--workers", "-1"], "argument --workers: expects a non-negative integer, got '-1'"),
+        (["--position-columns", "a,b,c"], "--position-columns expects RA,DEC"),
     ],
 )
-def test_malformed_band_option_is_an_argparse_usage_error(inputs, tmp_path, capsys, option, message):
+def test_malformed_option_is_an_argparse_usage_error(inputs, tmp_path, capsys, option, message):
     with pytest.raises(SystemExit) as exit_info:
-        main(["classify", str(inputs[0]), *option, "-o", str(tmp_path / "out.ecsv")])
+        main(["classify", str(inputs[0]), "--image", "g=g.fits", *option, "-o", str(tmp_path / "out.ecsv")])
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
 
@@ -184,3 +189,137 @@ def test_a_band_of_a_multi_band_file_without_ext_is_read_from_its_own_extension(
 def test_no_command_prints_help_and_returns_2(capsys):
     assert main([]) == 2
     assert "classify" in capsys.readouterr().out
+
+
+def test_every_option_of_classify_sources_has_a_command_line_option(capsys):
+    """Issue 15: ``position_columns=`` had no option, so its error message could not be followed."""
+    keywords = [
+        parameter.name
+        for parameter in inspect.signature(classify_sources).parameters.values()
+        if parameter.kind is inspect.Parameter.KEYWORD_ONLY
+    ]
+    spelled = {keyword.partition("=")[0] for keyword in CLASSIFY_OPTIONS}
+    assert set(keywords) <= spelled, "add the option to the classify subcommand and to CLASSIFY_OPTIONS"
+    with pytest.raises(SystemExit):
+        main(["classify", "--help"])
+    help_text = capsys.readouterr().out
+    for option in CLASSIFY_OPTIONS.values():
+        assert option in help_text, option
+
+
+def test_a_table_with_output_columns_asks_for_the_overwrite_option(inputs, model_dir, tmp_path, capsys):
+    catalog, _ = inputs
+    table = Table.read(catalog)
+    table["p_star"] = 0.5
+    table.write(catalog, overwrite=True)
+
+    assert main(classify_command(inputs, model_dir, tmp_path / "out.ecsv")) == 2
+    err = capsys.readouterr().err
+    assert "pass --overwrite to replace them" in err and "overwrite=True" not in err
+
+
+def test_unnamed_position_columns_ask_for_the_option_which_then_works(inputs, model_dir, tmp_path, capsys):
+    catalog, _ = inputs
+    table = Table.read(catalog)
+    table.rename_columns(["ra", "dec"], ["lon_deg", "lat_deg"])
+    table.write(catalog, overwrite=True)
+    output = tmp_path / "out.ecsv"
+
+    assert main(classify_command(inputs, model_dir, output)) == 2
+    err = capsys.readouterr().err
+    assert "name them with --position-columns" in err and "position_columns" not in err
+
+    assert main(classify_command(inputs, model_dir, output, "--position-columns", "lon_deg,lat_deg")) == 0
+    assert np.isfinite(Table.read(output)["p_star"][:3]).all()
+
+
+def test_speed_options_reach_classify_sources_and_do_not_change_the_result(inputs, model_dir, tmp_path):
+    default, tuned = tmp_path / "default.ecsv", tmp_path / "tuned.ecsv"
+    assert main(classify_command(inputs, model_dir, default)) == 0
+    options = ["--batch-size", "2", "--chunk-size", "3", "--workers", "0", "--no-progress"]
+    assert main(classify_command(inputs, model_dir, tuned, *options)) == 0
+    np.testing.assert_array_equal(Table.read(tuned)["p_star"], Table.read(default)["p_star"])
+
+
+@pytest.mark.parametrize(
+    ("library_message", "command_line"),
+    [
+        (
+            "the table already has column(s) ['p_star']; pass overwrite=True to replace them",
+            "pass --overwrite to",
+        ),
+        (
+            "device='mps' asked for Apple MPS, which is not available here; use device='cpu'",
+            "use --device cpu",
+        ),
+        ("device='cuda:3' does not exist", "--device cuda:3 does not exist"),
+        (
+            "choose one with position_columns='...' or position_columns=('ra', 'dec')",
+            "--position-columns ra,dec",
+        ),
+        ("band 'r': no zero point in the header; pass zeropoints={'r': ...}", "pass --zeropoint r=..."),
+        ("batch_size must be a positive integer, got 0", "--batch-size must be"),
+        ("weights='nope' is neither an existing path nor a registered model", "--weights nope is neither"),
+        ("if the headers are wrong, pass header_bands=False", "pass --ignore-header-bands"),
+        ("unknown band name in zeropoints 'Q'", "unknown band name in --zeropoint 'Q'"),
+    ],
+)
+def test_library_messages_name_the_command_line_options(library_message, command_line):
+    message = command_line_message(library_message, CLASSIFY_OPTIONS)
+    assert command_line in message
+    assert "=True" not in message and "=False" not in message and "_" not in message.replace("p_star", "")
+
+
+def test_words_that_only_look_like_keywords_are_left_alone():
+    message = "--image expects BAND=PATH (e.g. r=r.fits); mask=... of NDData"
+    assert command_line_message(message, CLASSIFY_OPTIONS) == message
+
+
+def _modules_loaded_by(code):
+    """The heavy modules that running ``code`` in a fresh interpreter imports."""
+    probe = f"{code}\nimport sys\nprint(sorted(m for m in {HEAVY_MODULES!r} if m in sys.modules))"
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    return result.stdout.strip().splitlines()[-1]
+
+
+#: Modules that take seconds to import; the answers below must come without them.
+HEAVY_MODULES = ("torch", "torchvision", "photutils", "astropy", "scipy")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--help"],
+        ["classify", "--help"],
+        ["info", "--help"],
+        ["classify", "catalog.ecsv", "--image", "g"],
+        ["classify", "catalog.ecsv", "--image", "g=g.fits", "-o", "out.ecsv", "--threshold", "2"],
+        ["demo", "--help"],
+    ],
+    ids=["help", "classify_help", "info_help", "malformed_image", "bad_threshold", "demo_help"],
+)
+def test_help_and_argument_errors_load_neither_torch_nor_astropy(argv):
+    """Issue 15: every command took 12 s, even ``--help``, importing PyTorch first (the time itself is
+    measured by ``python -m benchmarks.benchmark_cli_startup``)."""
+    code = f"from astro_stargal.cli import main\ntry:\n    main({argv!r})\nexcept SystemExit:\n    pass"
+    assert _modules_loaded_by(code) == "[]"
+
+
+def test_import_astro_stargal_and_the_version_lines_of_info_load_no_heavy_module():
+    assert _modules_loaded_by("import astro_stargal") == "[]"
+    assert (
+        _modules_loaded_by("from astro_stargal.cli._info import installed_versions; installed_versions()")
+        == "[]"
+    )
+
+
+@pytest.mark.filterwarnings("ignore:model 'csst-resnet50-bilstm'")
+def test_info_prints_versions_before_loading_pytorch(capsys):
+    assert main(["info"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    loading = next(index for index, line in enumerate(lines) if line.startswith("loading PyTorch"))
+    assert any(line.startswith("astro_stargal ") for line in lines[:loading])
+    assert any("torch " in line for line in lines[:loading])
+    assert any(line.startswith("default device: ") for line in lines[loading:])

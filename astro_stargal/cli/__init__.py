@@ -2,13 +2,17 @@
 
 Each subcommand lives in its own module (``_classify``, ``_train``, ...) with
 an ``add_parser`` that declares its arguments and a ``run`` that runs it; the
-heavy modules are imported only when their subcommand runs.
+heavy modules (PyTorch, astropy) are imported only when a subcommand runs, so
+``--help`` and mistakes in the arguments are answered at once. Errors of the
+library are printed in one line, with the Python keywords they name
+(``overwrite=True``) rewritten as the subcommand's options (``--overwrite``).
 """
 
 import argparse
 import sys
 
 from . import _classify, _classify_tiles, _demo, _evaluate, _info, _simulate, _train
+from ._common import command_line_message
 
 __all__ = ["main"]
 
@@ -40,8 +44,10 @@ def main(argv=None):
         return 2
     try:
         return args.run(args) or 0
-    except (ValueError, TypeError, FileNotFoundError, ImportError) as error:
-        print(f"astro-stargal {args.command}: error: {error}", file=sys.stderr)
+    except (ValueError, TypeError, FileNotFoundError, FileExistsError, ImportError) as error:
+        # The library names its Python keywords (overwrite=True); say the option to use instead.
+        message = command_line_message(str(error), getattr(args, "python_options", {}))
+        print(f"astro-stargal {args.command}: error: {message}", file=sys.stderr)
         return 2
 
 

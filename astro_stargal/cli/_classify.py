@@ -1,6 +1,17 @@
 """The ``classify`` subcommand: add p_star, sg_class and sg_flags to a catalog."""
 
-from ._common import output_options, parse_band_assignment, parse_zeropoint_assignment
+import argparse
+
+from ._common import (
+    CLASSIFY_OPTIONS,
+    non_negative_integer,
+    output_options,
+    parse_band_assignment,
+    parse_position_columns,
+    parse_zeropoint_assignment,
+    positive_integer,
+    threshold_value,
+)
 
 __all__ = ["add_parser", "run"]
 
@@ -30,10 +41,24 @@ def add_parser(subparsers):
     )
     parser.add_argument("--weights", help="model name or weights directory (default: the bundled model)")
     parser.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: best available)")
-    parser.add_argument("--batch-size", type=int)
-    parser.add_argument("--threshold", type=float, default=0.5, help="p_star threshold for sg_class")
     parser.add_argument(
-        "--zeropoint", action="append", type=parse_zeropoint_assignment, default=[], metavar="BAND=ZP"
+        "--threshold", type=threshold_value, default=0.5, help="p_star threshold for sg_class (default 0.5)"
+    )
+    parser.add_argument(
+        "--position-columns",
+        type=parse_position_columns,
+        metavar="RA,DEC",
+        help="the position columns, when they cannot be found by name: RA,DEC (degrees), X,Y "
+        "(0-based pixels), or one SkyCoord column",
+    )
+    parser.add_argument(
+        "--zeropoint",
+        action="append",
+        type=parse_zeropoint_assignment,
+        default=[],
+        metavar="BAND=ZP",
+        help="AB zero point of a band (the magnitude of a total flux of one image unit), overriding the FITS "
+        "header (MAGZERO, MAGZPT, PHOTZP, ...); repeat for each band",
     )
     parser.add_argument(
         "--ignore-header-bands",
@@ -43,7 +68,29 @@ def add_parser(subparsers):
     parser.add_argument(
         "--overwrite", action="store_true", help="replace the output file and existing columns"
     )
-    parser.set_defaults(run=run)
+    speed = parser.add_argument_group("speed and memory")
+    speed.add_argument(
+        "--batch-size",
+        type=positive_integer,
+        help="sources per network call (default 8192 on a GPU, 256 on a CPU)",
+    )
+    speed.add_argument(
+        "--chunk-size",
+        type=positive_integer,
+        help="sources prepared at a time; bounds memory (default 2048)",
+    )
+    speed.add_argument(
+        "--workers",
+        type=non_negative_integer,
+        help="threads preparing stamps while the network runs (default: every core up to 16 on a "
+        "GPU, 1 on a CPU; 0: none)",
+    )
+    speed.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        help="show a progress bar (default: when the run is expected to take more than a few seconds)",
+    )
+    parser.set_defaults(run=run, python_options=CLASSIFY_OPTIONS)
 
 
 def run(args):
@@ -67,16 +114,23 @@ def run(args):
     except IORegistryError as error:
         msg = f"cannot tell the table format of {args.catalog!r} from its name or contents; pass --format"
         raise ValueError(msg) from error
+    # Options left out keep classify_sources' own defaults, so that they live in one place.
+    speed = {
+        name: getattr(args, name)
+        for name in ("batch_size", "chunk_size", "workers", "progress")
+        if getattr(args, name) is not None
+    }
     result = classify_sources(
         table,
         images,
         weights=args.weights,
         device=args.device,
-        batch_size=args.batch_size,
         threshold=args.threshold,
+        position_columns=args.position_columns,
         zeropoints=zeropoints,
         header_bands=not args.ignore_header_bands,
         overwrite=args.overwrite,
+        **speed,
     )
     result.write(args.output, overwrite=args.overwrite, **write_options)
     n_stars = int((result["sg_class"] == "star").sum())

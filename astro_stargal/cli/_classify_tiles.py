@@ -2,7 +2,7 @@
 
 import sys
 
-from ._common import output_options
+from ._common import CLASSIFY_OPTIONS, output_options, positive_integer, threshold_value
 
 __all__ = ["add_parser", "run"]
 
@@ -31,12 +31,27 @@ def add_parser(subparsers):
     parser.add_argument("--retries", type=int, default=1, help="tries again for a failing tile")
     parser.add_argument("--weights", help="model name or weights directory (default: the bundled model)")
     parser.add_argument("--device", help="device on each worker (default: the best it has)")
-    parser.add_argument("--batch-size", type=int)
-    parser.add_argument("--threshold", type=float, default=0.5, help="p_star threshold for sg_class")
+    parser.add_argument(
+        "--batch-size",
+        type=positive_integer,
+        help="sources per network call on each worker (default 8192 on a GPU, 256 on a CPU)",
+    )
+    parser.add_argument(
+        "--threshold", type=threshold_value, default=0.5, help="p_star threshold for sg_class (default 0.5)"
+    )
     parser.add_argument(
         "--overwrite", action="store_true", help="replace the output file and existing columns"
     )
-    parser.set_defaults(run=run)
+    parser.set_defaults(run=run, python_options=TILES_OPTIONS)
+
+
+#: How ``classify-tiles`` spells the keywords of `~astro_stargal.distributed.classify_tiles`.
+TILES_OPTIONS = {
+    **{keyword: option for keyword, option in CLASSIFY_OPTIONS.items() if keyword != "zeropoints"},
+    "tile_column": "--tile-column",
+    "n_workers": "--n-workers",
+    "retries": "--retries",
+}
 
 
 def run(args):

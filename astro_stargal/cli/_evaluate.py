@@ -23,7 +23,18 @@ def add_parser(subparsers):
     parser.add_argument("--galaxy-purity", type=float, help="find the threshold reaching this galaxy purity")
     parser.add_argument("--format", help="astropy table format when not clear from the name")
     parser.add_argument("-o", "--output-dir", help="write the tables and figures here")
-    parser.set_defaults(run=run)
+    parser.set_defaults(run=run, python_options=EVALUATE_OPTIONS)
+
+
+#: How ``evaluate`` spells the keywords of `~astro_stargal.evaluation.evaluate`.
+EVALUATE_OPTIONS = {
+    "truth_column": "--truth-column",
+    "mag_column": "--mag-column",
+    "bins": "--bins",
+    "threshold": "--threshold",
+    "star_purity": "--star-purity",
+    "galaxy_purity": "--galaxy-purity",
+}
 
 
 def run(args):

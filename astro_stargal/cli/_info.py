@@ -1,21 +1,74 @@
-"""The ``info`` subcommand: installed models, their bands, and the compute device."""
+"""The ``info`` subcommand: versions, installed models, their bands, and the compute device."""
 
-__all__ = ["add_parser", "run"]
+import importlib.metadata
+import platform
+import sys
+from pathlib import Path
+
+__all__ = ["DEPENDENCIES", "add_parser", "installed_versions", "run"]
+
+#: Packages whose installed version ``info`` reports (read from their metadata, without importing them).
+DEPENDENCIES = (
+    "numpy",
+    "scipy",
+    "astropy",
+    "photutils",
+    "torch",
+    "torchvision",
+    "safetensors",
+    "galsim",
+    "matplotlib",
+    "dask",
+)
 
 
 def add_parser(subparsers):
-    parser = subparsers.add_parser("info", help="installed models, their bands, and the compute device")
+    parser = subparsers.add_parser(
+        "info",
+        help="versions, installed models, their bands, and the compute device",
+        description="Print the versions of astro_stargal and its dependencies at once, then the "
+        "installed models and the default device (which needs PyTorch loaded: a few seconds).",
+    )
     parser.set_defaults(run=run)
 
 
-def run(args):
-    import torch
+def installed_versions(names=DEPENDENCIES):
+    """``'numpy 2.4.0, ..., galsim not installed'``: installed versions, read without importing the packages.
 
+    Parameters
+    ----------
+    names : sequence of str
+        Distribution names.
+
+    Returns
+    -------
+    versions : str
+
+    Examples
+    --------
+    >>> installed_versions(["numpy"]).startswith("numpy ")
+    True
+    """
+    versions = []
+    for name in names:
+        try:
+            versions.append(f"{name} {importlib.metadata.version(name)}")
+        except importlib.metadata.PackageNotFoundError:
+            versions.append(f"{name} not installed")
+    return ", ".join(versions)
+
+
+def run(args):
     from .._version import __version__
+
+    print(f"astro_stargal {__version__} at {Path(__file__).resolve().parents[1]}")
+    print(f"Python {platform.python_version()} ({sys.executable})")
+    print(installed_versions())
+    # The lines above answer at once; the models and the device need PyTorch, which takes seconds to load.
+    print("loading PyTorch to list the models and the device ...", flush=True)
+
     from ..models import list_models, resolve_device
 
-    print(f"astro_stargal {__version__}, torch {torch.__version__}")
-    print(f"default device: {resolve_device()}")
     models = list_models()
     if len(models) == 0:
         print("no models installed")
@@ -24,3 +77,4 @@ def run(args):
         print(
             f"model {row['name']} [{state}]: bands {row['bands']}, stamp {row['stamp_size']} px, {row['path']}"
         )
+    print(f"default device: {resolve_device()}")

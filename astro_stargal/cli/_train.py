@@ -59,7 +59,31 @@ def add_parser(subparsers):
         help="wall-clock budget; the schedule is fitted to it",
     )
     options.add_argument("--name", default=argparse.SUPPRESS, help="model name written in the metadata")
-    parser.set_defaults(run=run)
+    parser.set_defaults(run=run, python_options=TRAIN_OPTIONS)
+
+
+#: How ``train`` spells the TrainConfig fields (each valued option is named after its field).
+TRAIN_OPTIONS = {
+    **{
+        field: "--" + field.replace("_", "-")
+        for field in (
+            "init",
+            "backbone",
+            "branches",
+            "label_column",
+            "epochs",
+            "batch_size",
+            "learning_rate",
+            "band_dropout",
+            "seed",
+            "device",
+            "n_jobs",
+            "max_minutes",
+            "name",
+        )
+    },
+    "augment=False": "--no-augment",
+}
 
 
 def run(args):
