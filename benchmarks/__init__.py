@@ -34,6 +34,10 @@ Making the documentation's figures and tables
 
 Speed and memory
 ----------------
+``benchmark_cli_startup``
+    Wall time of ``astro-stargal --help``, ``classify --help``, two argument
+    errors and ``info`` (time to its first line and in total), each in a
+    fresh interpreter. About a minute. The goal: ``--help`` under 1.5 s.
 ``benchmark_speed``
     Sources per second of `classify_sources` end to end against the network
     alone, on one rendered field or a simulator directory. About 2 minutes on
