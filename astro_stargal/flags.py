@@ -1,6 +1,7 @@
 """The ``sg_flags`` bit mask: what went wrong for a source, one bit per cause."""
 
 import enum
+import numbers
 
 __all__ = ["SourceFlag", "describe_flags"]
 
@@ -24,6 +25,9 @@ class SourceFlag(enum.IntFlag):
     (True, False)
     >>> print(SourceFlag(296))
     BAND_MISSING|LOW_SNR|BLENDED
+    >>> import numpy as np
+    >>> print(SourceFlag(np.int32(34)))  # an entry of the sg_flags column
+    PARTIAL_OVERLAP|LOW_SNR
     >>> f"{flags} = {flags:d}"
     'PARTIAL_OVERLAP|LOW_SNR = 34'
     """
@@ -59,6 +63,13 @@ class SourceFlag(enum.IntFlag):
     #: The PSF of a band the source has could not be measured (too few isolated, unsaturated
     #: stars) nor was it given: the model's reference PSF is assumed and the range is unchecked.
     PSF_UNMEASURED = 4096
+
+    @classmethod
+    def _missing_(cls, value):
+        # sg_flags entries are NumPy integers, which enum refuses as flag values unless made ints.
+        if isinstance(value, numbers.Integral) and not isinstance(value, int):
+            return cls(int(value))
+        return super()._missing_(value)
 
     def __str__(self):
         # IntFlag prints as a bare number from Python 3.11 on; a flag value should say what it means.

@@ -1,5 +1,6 @@
 """The ``sg_flags`` bits describe themselves: flag values print as names, numbers on request."""
 
+import numpy as np
 import pytest
 
 from astro_stargal import SourceFlag, describe_flags
@@ -31,3 +32,16 @@ def test_no_bit_set_prints_zero_and_unknown_bits_are_not_hidden():
 def test_a_flag_still_behaves_as_its_integer():
     flags = SourceFlag.PARTIAL_OVERLAP | SourceFlag.LOW_SNR
     assert flags == 34 and int(flags) == 34 and flags & SourceFlag.LOW_SNR
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.int32, np.int64, np.uint16])
+def test_an_entry_of_the_sg_flags_column_makes_a_flag(dtype):
+    """``SourceFlag(table["sg_flags"][0])`` once raised: enum refused NumPy integers."""
+    column = np.array([296, 0], dtype=dtype)
+    assert str(SourceFlag(column[0])) == "BAND_MISSING|LOW_SNR|BLENDED"
+    assert SourceFlag(column[1]) == 0
+
+
+def test_a_value_that_is_not_an_integer_is_still_refused():
+    with pytest.raises(ValueError, match="not a valid SourceFlag"):
+        SourceFlag(2.5)
