@@ -31,6 +31,7 @@ from .flags import SourceFlag, describe_flags
 
 __all__ = [
     "OUTPUT_COLUMNS",
+    "PROVENANCE_KEYS",
     "SourceFlag",
     "StarGalaxyMixin",
     "StarGalaxyQTable",
@@ -47,6 +48,7 @@ __all__ = [
 #: Names imported on first use (they need PyTorch or astropy): name -> module that defines it.
 _LAZY = {
     "OUTPUT_COLUMNS": "._columns",
+    "PROVENANCE_KEYS": "._columns",
     "StarGalaxyWarning": ".exceptions",
     "classify_sources": ".classify",
     "StarGalaxyMixin": ".classify",

@@ -7,11 +7,11 @@ import numpy as np
 from astropy.table import QTable, Table
 from astropy.wcs.utils import proj_plane_pixel_scales
 
-from ._columns import OUTPUT_COLUMNS, output_columns, validate_threshold
+from ._columns import OUTPUT_COLUMNS, PROVENANCE_KEYS, output_columns, provenance, validate_threshold
 from .exceptions import StarGalaxyWarning
 from .flags import SourceFlag
 from .instrument import PIXEL_SCALE
-from .io import positions_from_table, read_images
+from .io import positions_from_table, read_images, resolve_band
 from .models import load_model
 from .pipeline import CHUNK_SIZE, find_blended, predict_sources
 
@@ -39,6 +39,7 @@ def classify_sources(
     overwrite=False,
     chunk_size=CHUNK_SIZE,
     workers=None,
+    threads=None,
 ):
     """Classify the sources of a table as stars or galaxies.
 
@@ -74,7 +75,9 @@ def classify_sources(
         Network batch size (default 8192 on a GPU, 256 on a CPU; halved on a
         GPU out-of-memory error).
     progress : bool, optional
-        Progress bar; by default shown for 5000 sources or more.
+        Progress bar; by default shown when the call is expected to take
+        more than a couple of seconds (from the number of sources, the device
+        and ``threads``; `~astro_stargal.pipeline.expected_seconds`).
     threshold : float, optional
         ``sg_class`` is ``'star'`` where ``p_star >= threshold``.
     position_columns : str or tuple of 2 str, optional
@@ -95,15 +98,24 @@ def classify_sources(
         Threads preparing cutouts and features while the network runs
         (default: every core, up to 16, on a GPU; 1 on a CPU); 0 prepares in
         the calling thread. Does not change results.
+    threads : int, optional
+        PyTorch threads running the network during the call; the caller's
+        setting (``torch.set_num_threads``) is restored afterwards. Default on
+        a CPU: the cores this process may use that other processes leave
+        free, at most ``torch.get_num_threads()`` (which follows
+        ``OMP_NUM_THREADS``); see `~astro_stargal.pipeline.default_threads`.
 
     Returns
     -------
     result : same class as ``table``
-        A copy of ``table`` (columns and ``meta`` unchanged, same rows in the
-        same order) with three new columns: ``p_star`` (float32, calibrated
-        star probability, NaN where the source could not be classified),
+        A copy of ``table`` (columns unchanged, same rows in the same order)
+        with three new columns: ``p_star`` (float32, calibrated star
+        probability, NaN where the source could not be classified),
         ``sg_class`` (``'star'``/``'galaxy'``, masked where ``p_star`` is NaN)
-        and ``sg_flags`` (`~astro_stargal.flags.SourceFlag` bits).
+        and ``sg_flags`` (`~astro_stargal.flags.SourceFlag` bits). Its ``meta``
+        is the table's, plus what made the columns (package version, model
+        name and SHA-256, the bands and the image of each, threshold, device
+        and date; the keys of `~astro_stargal.PROVENANCE_KEYS`).
 
     Raises
     ------
@@ -145,6 +157,7 @@ def classify_sources(
             progress=progress,
             chunk_size=chunk_size,
             workers=workers,
+            threads=threads,
         )
     else:
         # Every image was blank (read_images warned): no source is on a usable pixel.
@@ -157,6 +170,9 @@ def classify_sources(
             result.replace_column(name, column)
         else:
             result.add_column(column, name=name)
+    used_images = {resolve_band(name, model.bands): image for name, image in images.items()}
+    used_images = {band: used_images[band] for band in band_images}
+    result.meta.update(provenance(model, used_images, threshold))
     return result
 
 
@@ -244,7 +260,8 @@ class StarGalaxyMixin:
         """Add ``p_star``, ``sg_class`` and ``sg_flags`` to this table in place.
 
         Takes the same arguments as `astro_stargal.classify_sources` (except
-        the table) and returns the table itself.
+        the table) and returns the table itself, its ``meta`` updated with the
+        provenance (`~astro_stargal.PROVENANCE_KEYS`).
         """
         result = classify_sources(self, images, **kwargs)
         for name in OUTPUT_COLUMNS:
@@ -252,6 +269,7 @@ class StarGalaxyMixin:
                 self.replace_column(name, result[name])
             else:
                 self.add_column(result[name], name=name)
+        self.meta.update({key: result.meta[key] for key in PROVENANCE_KEYS})
         return self
 
 

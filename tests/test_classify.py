@@ -1,9 +1,12 @@
 """`classify_sources` and the Table mixin: rows, columns, flags, positions and image forms."""
 
 import copy
+import datetime
+import hashlib
 
 import numpy as np
 import pytest
+import torch
 from astropy import units as u
 from astropy.coordinates import SkyCoord
 from astropy.io import fits
@@ -12,13 +15,17 @@ from astropy.table import MaskedColumn, QTable, Table
 
 from astro_stargal import (
     OUTPUT_COLUMNS,
+    PROVENANCE_KEYS,
     SourceFlag,
     StarGalaxyMixin,
     StarGalaxyQTable,
     StarGalaxyTable,
     describe_flags,
 )
+from astro_stargal import __version__ as package_version
 from astro_stargal.io import NoiseMap
+from astro_stargal.models import TENSOR_FILE
+from astro_stargal.pipeline import _inference
 
 UNCLASSIFIABLE = SourceFlag.OFF_IMAGE | SourceFlag.BAD_POSITION
 
@@ -63,7 +70,7 @@ def test_input_table_and_its_meta_are_unchanged(classify, field, assert_table_un
 
     assert_table_unchanged(before, table)
     assert result is not table
-    assert result.meta == before.meta
+    assert {key: value for key, value in result.meta.items() if key not in PROVENANCE_KEYS} == before.meta
     assert result.meta is not table.meta
 
 
@@ -521,3 +528,98 @@ def test_table_with_skycoord_and_masked_columns_survives_unchanged(classify, fie
     assert_table_unchanged(before, table)
     assert describe_flags(result["sg_flags"][2]) == ["BAD_POSITION"]
     assert isinstance(result["coord_copy"], SkyCoord)
+
+
+# --- provenance, threads and progress (issue 15) -----------------------------------------------
+
+
+@pytest.mark.parametrize("suffix", [".ecsv", ".fits"])
+def test_output_meta_records_what_made_the_columns_and_survives_the_file(
+    classify, field, model_dir, tmp_path, suffix
+):
+    """Issue 15: a catalog must be traceable months later to the package, model, images and settings."""
+    paths = {}
+    for band in ("g", "r"):
+        paths[band] = tmp_path / f"{band}.fits"
+        fits.PrimaryHDU(field.data[band], field.header()).writeto(paths[band])
+    images = {"g": str(paths["g"]), "R": f"{paths['r']}[0]"}
+    started = datetime.datetime.now(datetime.timezone.utc)
+
+    result = classify(field.table(), images, threshold=0.7)
+    result.write(tmp_path / f"out{suffix}")
+    meta = Table.read(tmp_path / f"out{suffix}").meta
+
+    assert set(PROVENANCE_KEYS) <= set(meta) and all(len(key) <= 8 for key in PROVENANCE_KEYS)
+    assert meta["SGVERSN"] == package_version
+    assert meta["SGMODEL"] == "test"
+    assert meta["SGSHA256"] == hashlib.sha256((model_dir / TENSOR_FILE).read_bytes()).hexdigest()
+    assert meta["SGBANDS"] == "g r"
+    assert meta["SGIMAGES"] == f"g={paths['g']}; r={paths['r']}[0]"
+    assert meta["SGTHRESH"] == 0.7
+    assert meta["SGDEVICE"] == "cpu"
+    recorded = datetime.datetime.fromisoformat(meta["SGDATE"])
+    assert started - datetime.timedelta(seconds=1) <= recorded <= datetime.datetime.now(datetime.timezone.utc)
+    assert (
+        meta.get("survey", meta.get("SURVEY")) == "synthetic"
+    )  # the table's own meta is kept (FITS: upper case)
+
+
+def test_provenance_names_images_given_as_objects_by_their_kind(classify, field):
+    result = classify(
+        field.table(),
+        {"g": field.images(["g"])["g"], "r": field.pairs(["r"])["r"]},
+        zeropoints=field.zeropoints,
+    )
+    assert result.meta["SGIMAGES"] == "g=ImageHDU; r=ndarray"
+
+
+def test_table_mixin_records_provenance_in_place(field, model_dir):
+    table = StarGalaxyTable(field.table())
+    table.classify_sources(field.images(), weights=model_dir, device="cpu")
+    assert table.meta["SGMODEL"] == "test" and table.meta["survey"] == "synthetic"
+
+
+def test_threads_do_not_change_results_and_the_callers_setting_is_restored(classify, field, reference):
+    before = torch.get_num_threads()
+    result = classify(field.table(), field.images(), threads=1)
+    assert torch.get_num_threads() == before
+    np.testing.assert_array_equal(result["p_star"], reference["p_star"])
+    with pytest.raises(ValueError, match="threads must be a positive integer, got 0"):
+        classify(field.table(), field.images(), threads=0)
+
+
+@pytest.mark.parametrize(
+    ("cores", "busy_elsewhere", "torch_threads", "expected"),
+    [
+        (2, 0.0, 2, 2),  # an idle 2-core machine: both cores
+        (2, 1.0, 2, 1),  # another job holds one core: the threads would wait for it
+        (2, 1.9, 2, 1),  # never fewer than one
+        (8, 2.3, 8, 6),  # a laptop with a little background work
+        (8, 0.0, 3, 3),  # OMP_NUM_THREADS=3 or torch.set_num_threads(3): respected
+        (4, 0.0, 16, 4),  # at most the cores this process may use (CPU affinity)
+    ],
+)
+def test_default_threads_take_the_free_cores(monkeypatch, cores, busy_elsewhere, torch_threads, expected):
+    monkeypatch.setattr(_inference, "_available_cores", lambda: cores)
+    monkeypatch.setattr(_inference, "_cores_busy_elsewhere", lambda: busy_elsewhere)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: torch_threads)
+    assert _inference.default_threads(torch.device("cpu")) == expected
+
+
+def test_the_busy_cores_measured_are_within_the_machine():
+    assert 0.0 <= _inference._cores_busy_elsewhere() <= (_inference.os.cpu_count() or 1)
+
+
+def test_progress_is_shown_when_a_call_is_expected_to_take_more_than_a_couple_of_seconds():
+    """Issue 15: 1,470 sources ran 25 s with no output, the bar came only from 5,000 sources."""
+    cpu = torch.device("cpu")
+    assert _inference.expected_seconds(1470, cpu, threads=2) > _inference.PROGRESS_AFTER_SECONDS
+    assert _inference.expected_seconds(100, cpu, threads=1) < _inference.PROGRESS_AFTER_SECONDS
+    assert _inference.expected_seconds(50_000, torch.device("cuda")) < _inference.PROGRESS_AFTER_SECONDS
+
+
+@pytest.mark.parametrize(("rate", "shown"), [(1, True), (10**9, False)])
+def test_the_progress_bar_follows_the_expected_time(classify, field, capsys, monkeypatch, rate, shown):
+    monkeypatch.setitem(_inference.EXPECTED_SOURCES_PER_SECOND, "cpu", rate)
+    classify(field.table(), field.images())
+    assert ("classifying" in capsys.readouterr().err) is shown

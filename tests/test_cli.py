@@ -236,7 +236,7 @@ def test_unnamed_position_columns_ask_for_the_option_which_then_works(inputs, mo
 def test_speed_options_reach_classify_sources_and_do_not_change_the_result(inputs, model_dir, tmp_path):
     default, tuned = tmp_path / "default.ecsv", tmp_path / "tuned.ecsv"
     assert main(classify_command(inputs, model_dir, default)) == 0
-    options = ["--batch-size", "2", "--chunk-size", "3", "--workers", "0", "--no-progress"]
+    options = ["--batch-size", "2", "--chunk-size", "3", "--workers", "0", "--threads", "1", "--no-progress"]
     assert main(classify_command(inputs, model_dir, tuned, *options)) == 0
     np.testing.assert_array_equal(Table.read(tuned)["p_star"], Table.read(default)["p_star"])
 

@@ -8,6 +8,7 @@ from astropy.table import MaskedColumn, QTable, Table
 from scipy import special, stats
 
 from astro_stargal.evaluation import (
+    EVALUATION_KEYS,
     calibration,
     confusion_matrix,
     evaluate,
@@ -312,3 +313,24 @@ def test_cli_evaluate_reports_a_missing_column(small_table, tmp_path, capsys):
     small_table.write(tmp_path / "classified.ecsv")
     assert main(["evaluate", str(tmp_path / "classified.ecsv"), "--truth-column", "truth"]) == 2
     assert "'truth'" in capsys.readouterr().err
+
+
+def test_every_evaluation_table_says_how_it_was_made_and_what_made_the_classification(small_table):
+    """Issue 15: reports, like catalogs, must be traceable to what made them."""
+    small_table.meta.update({"SGMODEL": "csst-resnet50-bilstm", "SGSHA256": "0" * 64, "survey": "mine"})
+    results = evaluate(small_table, mag_column="mag_r", threshold=0.6, star_purity=0.9)
+    for name, result in results.items():
+        assert set(EVALUATION_KEYS) - {"EVTABLE"} <= set(result.meta), name
+        assert result.meta["EVTHRESH"] == 0.6 and result.meta["EVMAGCOL"] == "mag_r", name
+        assert result.meta["SGMODEL"] == "csst-resnet50-bilstm" and result.meta["SGSHA256"] == "0" * 64, name
+        assert "survey" not in result.meta, "only the classification's provenance is carried over"
+
+
+def test_command_line_reports_name_the_evaluated_file(small_table, tmp_path):
+    from astro_stargal.cli import main
+
+    small_table.write(tmp_path / "classified.ecsv")
+    assert main(["evaluate", str(tmp_path / "classified.ecsv"), "-o", str(tmp_path / "report")]) == 0
+    summary = Table.read(tmp_path / "report" / "summary.ecsv")
+    assert summary.meta["EVTABLE"] == str(tmp_path / "classified.ecsv")
+    assert summary.meta["EVTRUTH"] == "label"

@@ -86,6 +86,12 @@ def add_parser(subparsers):
         "GPU, 1 on a CPU; 0: none)",
     )
     speed.add_argument(
+        "--threads",
+        type=positive_integer,
+        help="PyTorch threads running the network (default on a CPU: the cores other work leaves "
+        "free, at most OMP_NUM_THREADS if set)",
+    )
+    speed.add_argument(
         "--progress",
         action=argparse.BooleanOptionalAction,
         help="show a progress bar (default: when the run is expected to take more than a few seconds)",
@@ -117,7 +123,7 @@ def run(args):
     # Options left out keep classify_sources' own defaults, so that they live in one place.
     speed = {
         name: getattr(args, name)
-        for name in ("batch_size", "chunk_size", "workers", "progress")
+        for name in ("batch_size", "chunk_size", "workers", "threads", "progress")
         if getattr(args, name) is not None
     }
     result = classify_sources(

@@ -40,6 +40,7 @@ CLASSIFY_OPTIONS = {
     "overwrite=True": "--overwrite",
     "chunk_size": "--chunk-size",
     "workers": "--workers",
+    "threads": "--threads",
 }
 
 # ``keyword=value`` as the library's messages write it: a quoted string, a tuple, a dict, a word.

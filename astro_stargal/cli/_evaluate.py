@@ -73,6 +73,7 @@ def run(args):
     output_dir = Path(args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     for name, result in results.items():
+        result.meta["EVTABLE"] = str(Path(args.table).resolve())
         result.write(output_dir / f"{name}.ecsv", overwrite=True)
     paths = save_evaluation_figures(
         table, output_dir, truth_column=args.truth_column, mag_column=args.mag_column, results=results

@@ -1,4 +1,4 @@
-"""The ``info`` subcommand: versions, installed models, their bands, and the compute device."""
+"""The ``info`` subcommand: versions, installed models, their bands, the compute device and CPU threads."""
 
 import importlib.metadata
 import platform
@@ -67,7 +67,10 @@ def run(args):
     # The lines above answer at once; the models and the device need PyTorch, which takes seconds to load.
     print("loading PyTorch to list the models and the device ...", flush=True)
 
+    import torch
+
     from ..models import list_models, resolve_device
+    from ..pipeline._inference import default_threads
 
     models = list_models()
     if len(models) == 0:
@@ -78,3 +81,7 @@ def run(args):
             f"model {row['name']} [{state}]: bands {row['bands']}, stamp {row['stamp_size']} px, {row['path']}"
         )
     print(f"default device: {resolve_device()}")
+    print(
+        f"CPU threads for the network now: {default_threads(torch.device('cpu'))} "
+        f"(torch.get_num_threads() {torch.get_num_threads()}; fewer when other work keeps cores busy)"
+    )

@@ -8,6 +8,7 @@ optional and imported only when a figure is drawn).
 """
 
 from ._metrics import (
+    EVALUATION_KEYS,
     calibration,
     confusion_matrix,
     evaluate,
@@ -30,6 +31,7 @@ from ._plots import (
 )
 
 __all__ = [
+    "EVALUATION_KEYS",
     "calibration",
     "confusion_matrix",
     "evaluate",

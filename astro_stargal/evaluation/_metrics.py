@@ -21,6 +21,7 @@ Uncertainties are Wilson score intervals for a binomial proportion at one
 standard deviation (68.27 percent).
 """
 
+import datetime
 import itertools
 import warnings
 
@@ -28,9 +29,12 @@ import numpy as np
 from astropy import units as u
 from astropy.table import QTable, Table
 
+from .._columns import PROVENANCE_KEYS
+from .._version import __version__
 from ..exceptions import StarGalaxyWarning
 
 __all__ = [
+    "EVALUATION_KEYS",
     "calibration",
     "confusion_matrix",
     "evaluate",
@@ -41,6 +45,17 @@ __all__ = [
     "roc_curve",
     "wilson_interval",
 ]
+
+#: Keys that `evaluate` writes to the ``meta`` of each result table -> what each records (valid
+#: FITS keywords, like the classified table's own `~astro_stargal.PROVENANCE_KEYS`, copied beside them).
+EVALUATION_KEYS = {
+    "EVVERSN": "astro_stargal version that evaluated",
+    "EVTRUTH": "truth column",
+    "EVMAGCOL": "magnitude column of the per-bin rates (blank if none)",
+    "EVTHRESH": "p_star threshold of the star call",
+    "EVDATE": "when the evaluation ran (UTC, ISO 8601)",
+    "EVTABLE": "the evaluated table's file (astro-stargal evaluate only)",
+}
 
 #: The classifier's probability column.
 P_STAR_COLUMN = "p_star"
@@ -730,7 +745,10 @@ def evaluate(
         ``'summary'`` (one-row `~astropy.table.QTable`: counts, accuracy,
         AUC, expected calibration error), ``'purity_completeness'``,
         ``'confusion_matrix'``, ``'roc'``, ``'calibration'`` and, with a
-        purity target, ``'purity_thresholds'``.
+        purity target, ``'purity_thresholds'``. The ``meta`` of each says how
+        it was made (the keys of `EVALUATION_KEYS`) and carries the
+        provenance of the classified table (`~astro_stargal.PROVENANCE_KEYS`)
+        where it has one.
 
     Examples
     --------
@@ -758,6 +776,16 @@ def evaluate(
             **common,
         )
     results = {"summary": _summary(results, roc_auc(table, **common)), **results}
+    meta = {
+        **{key: table.meta[key] for key in PROVENANCE_KEYS if key in table.meta},
+        "EVVERSN": __version__,
+        "EVTRUTH": truth_column,
+        "EVMAGCOL": mag_column or "",
+        "EVTHRESH": float(threshold),
+        "EVDATE": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    for result in results.values():
+        result.meta.update(meta)
     return results
 
 

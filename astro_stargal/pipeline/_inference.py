@@ -24,7 +24,9 @@ out-of-memory error halves the batch (with one warning) instead of failing.
 """
 
 import collections
+import contextlib
 import os
+import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 
@@ -43,7 +45,17 @@ from ._inputs import (
     shared_grids,
 )
 
-__all__ = ["CHUNK_SIZE", "default_batch_size", "default_workers", "predict_sources", "run_network"]
+__all__ = [
+    "CHUNK_SIZE",
+    "EXPECTED_SOURCES_PER_SECOND",
+    "PROGRESS_AFTER_SECONDS",
+    "default_batch_size",
+    "default_threads",
+    "default_workers",
+    "expected_seconds",
+    "predict_sources",
+    "run_network",
+]
 
 #: Sources cut at a time by one worker (about 29 kB of raw stamps per source for 7 bands at
 #: 32 px, so about 60 MB per chunk; about ``workers + 2`` chunks are held at once).
@@ -52,8 +64,16 @@ CHUNK_SIZE = 2048
 #: Most preparation threads used by default (more rarely pays: the network becomes the limit).
 MAX_DEFAULT_WORKERS = 16
 
-#: Tables at least this long get a progress bar unless ``progress=False``.
-PROGRESS_MIN_SOURCES = 5000
+#: Rough end-to-end speed of the bundled model, in sources per second: per PyTorch thread on a CPU
+#: (about 300 measured on one core of the 2-core development CPU), and on a GPU (150,000 to 250,000
+#: measured on an H100; a quarter of that is assumed for smaller GPUs; Apple MPS is not measured).
+EXPECTED_SOURCES_PER_SECOND = {"cpu": 300, "cuda": 50_000, "mps": 1_000}
+
+#: A call expected to take longer than this (seconds) shows a progress bar unless ``progress=False``.
+PROGRESS_AFTER_SECONDS = 2.0
+
+#: Seconds over which `default_threads` measures how busy the machine is.
+BUSY_SAMPLE_SECONDS = 0.05
 
 
 def default_batch_size(device):
@@ -100,11 +120,110 @@ def default_workers(device):
     return max(1, min(MAX_DEFAULT_WORKERS, _available_cores()))
 
 
+def default_threads(device):
+    """Number of PyTorch threads for the network on a device.
+
+    On a CPU: the cores this process may use (its CPU affinity) less those
+    that other processes keep busy (measured over `BUSY_SAMPLE_SECONDS` from
+    ``/proc/stat`` on Linux; not measured elsewhere), rounded, at least 1 and
+    at most ``torch.get_num_threads()`` (which follows ``OMP_NUM_THREADS``
+    and ``torch.set_num_threads``). Threads waiting for a core that another
+    process holds stall the others at every step of the network: on the
+    2-core development CPU with another job running, 2 threads classified
+    3 to 4 times slower than 1. On a GPU the current setting is kept.
+
+    Parameters
+    ----------
+    device : `torch.device`
+
+    Returns
+    -------
+    threads : int
+
+    Examples
+    --------
+    >>> 1 <= default_threads(torch.device("cpu")) <= torch.get_num_threads()
+    True
+    """
+    if device.type != "cpu":
+        return torch.get_num_threads()
+    cores = _available_cores()
+    free = round(cores - _cores_busy_elsewhere())
+    return max(1, min(torch.get_num_threads(), cores, free))
+
+
+def expected_seconds(n_sources, device, threads=None):
+    """Rough time to classify ``n_sources`` on ``device`` (`EXPECTED_SOURCES_PER_SECOND`).
+
+    Parameters
+    ----------
+    n_sources : int
+    device : `torch.device`
+    threads : int, optional
+        PyTorch threads on a CPU (default ``torch.get_num_threads()``).
+
+    Returns
+    -------
+    seconds : float
+
+    Examples
+    --------
+    >>> expected_seconds(3000, torch.device("cpu"), threads=2)
+    5.0
+    """
+    rate = EXPECTED_SOURCES_PER_SECOND.get(device.type, EXPECTED_SOURCES_PER_SECOND["cpu"])
+    if device.type == "cpu":
+        rate *= threads or torch.get_num_threads()
+    return n_sources / rate
+
+
 def _available_cores():
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         return os.cpu_count() or 1
+
+
+def _cores_busy_elsewhere(interval=BUSY_SAMPLE_SECONDS):
+    """Cores that other processes kept busy over the last ``interval`` seconds; 0.0 where unknown.
+
+    Reads the machine's CPU times in ``/proc/stat`` (Linux) before and after,
+    and takes off what this process used meanwhile.
+    """
+    try:
+        before, own_before = _machine_cpu_times(), time.process_time()
+        time.sleep(interval)
+        after, own_after = _machine_cpu_times(), time.process_time()
+    except (OSError, ValueError):  # no /proc/stat: not Linux
+        return 0.0
+    busy, total = (after[0] - before[0]), (after[1] - before[1])
+    if total <= 0:
+        return 0.0
+    busy_cores = busy / total * (os.cpu_count() or 1)
+    return max(0.0, busy_cores - (own_after - own_before) / interval)
+
+
+def _machine_cpu_times():
+    """``(busy, total)`` CPU time of the whole machine so far, in clock ticks (first line of /proc/stat)."""
+    with open("/proc/stat") as stat:
+        fields = [int(value) for value in stat.readline().split()[1:]]
+    # user nice system idle iowait irq softirq steal [guest guest_nice, already counted in user and nice]
+    user, nice, system, idle, iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
+    busy = user + nice + system + irq + softirq + steal
+    return busy, busy + idle + iowait
+
+
+@contextlib.contextmanager
+def _torch_threads(threads):
+    """Run the block with ``threads`` PyTorch threads, then give the caller back its own setting."""
+    previous = torch.get_num_threads()
+    if threads != previous:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        if threads != previous:
+            torch.set_num_threads(previous)
 
 
 def predict_sources(
@@ -116,6 +235,7 @@ def predict_sources(
     progress=None,
     chunk_size=CHUNK_SIZE,
     workers=None,
+    threads=None,
 ):
     """Star probability and flags for every source.
 
@@ -128,12 +248,16 @@ def predict_sources(
     batch_size : int, optional
         Network batch size (default `default_batch_size`).
     progress : bool, optional
-        Show a progress bar (default: for `PROGRESS_MIN_SOURCES` sources or more).
+        Show a progress bar (default: when the call is expected to take more
+        than `PROGRESS_AFTER_SECONDS`, see `expected_seconds`).
     chunk_size : int, optional
         Sources prepared at a time by one worker.
     workers : int, optional
         Threads preparing chunks (default `default_workers`); 0 prepares in
         the calling thread, between network batches.
+    threads : int, optional
+        PyTorch threads running the network during the call (default
+        `default_threads`); the caller's setting is restored afterwards.
 
     Returns
     -------
@@ -152,8 +276,15 @@ def predict_sources(
     n_sources = len(positions)
     batch_size = _validate_batch_size(batch_size, model.device)
     workers = _validate_workers(workers, model.device)
+    threads = _validate_threads(threads, model.device)
     if progress is None:
-        progress = n_sources >= PROGRESS_MIN_SOURCES
+        progress = expected_seconds(n_sources, model.device, threads) > PROGRESS_AFTER_SECONDS
+    with _torch_threads(threads):
+        return _predict(model, band_images, positions, batch_size, progress, chunk_size, workers)
+
+
+def _predict(model, band_images, positions, batch_size, progress, chunk_size, workers):
+    n_sources = len(positions)
     p_star = np.full(n_sources, np.nan, dtype=np.float32)
     flags = np.zeros(n_sources, dtype=np.int32)
     on_gpu = model.device.type == "cuda"
@@ -381,6 +512,15 @@ def _validate_workers(workers, device):
         msg = f"workers must be a non-negative integer (0 cuts in the calling thread), got {workers!r}"
         raise ValueError(msg)
     return int(workers)
+
+
+def _validate_threads(threads, device):
+    if threads is None:
+        return default_threads(device)
+    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
+        msg = f"threads must be a positive integer, got {threads!r}"
+        raise ValueError(msg)
+    return int(threads)
 
 
 def _validate_batch_size(batch_size, device):
