@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from astro_stargal import SourceFlag
+from astro_stargal import PROVENANCE_KEYS, SourceFlag
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 DOC_REQUIREMENTS = ("sphinx", "numpydoc", "myst_parser", "pydata_sphinx_theme")
@@ -66,3 +66,9 @@ def test_every_subcommand_help_is_shown(built_html):
 def test_figures_shown_in_the_pages_exist():
     for name in ("demo_field.png", "cutout_gallery.png", "demo_evaluation.png", "training_curves.png"):
         assert (DOCS / "_static" / name).stat().st_size > 10_000, name
+
+
+def test_every_provenance_key_is_documented():
+    page = (DOCS / "user_guide" / "output.rst").read_text()
+    for key in PROVENANCE_KEYS:
+        assert f"``{key}``" in page, key
