@@ -8,13 +8,15 @@ from .flags import SourceFlag
 __all__ = ["OUTPUT_COLUMNS", "output_columns", "validate_threshold"]
 
 #: Columns added by `classify_sources`.
-OUTPUT_COLUMNS = ("p_star", "sg_class", "sg_flags")
+OUTPUT_COLUMNS = ("p_star", "sg_class", "sg_flags", "sg_offset")
 
 _FLAG_DESCRIPTION = "; ".join(f"{flag.value}={flag.name}" for flag in SourceFlag)
 
 
-def output_columns(p_star, flags, threshold, model_name):
-    """The ``p_star``, ``sg_class`` and ``sg_flags`` columns, with descriptions and UCDs."""
+def output_columns(p_star, flags, threshold, model_name, offset=None):
+    """The ``p_star``, ``sg_class``, ``sg_flags`` and ``sg_offset`` columns, with descriptions and UCDs."""
+    if offset is None:
+        offset = np.full(len(p_star), np.nan, dtype=np.float32)
     unclassified = np.isnan(p_star)
     with np.errstate(invalid="ignore"):
         labels = np.where(p_star >= threshold, "star", "galaxy")
@@ -34,6 +36,13 @@ def output_columns(p_star, flags, threshold, model_name):
             flags,
             description=f"astro_stargal quality flags (bit mask): {_FLAG_DESCRIPTION}",
             meta={"ucd": "meta.code.qual"},
+        ),
+        "sg_offset": Column(
+            np.asarray(offset, dtype=np.float32),
+            unit="arcsec",
+            description="Distance from the table position to the centroid of the source's light, where its "
+            "stamps were cut; NaN where no centroid was measured",
+            meta={"ucd": "pos.angDistance"},
         ),
     }
 

@@ -38,7 +38,7 @@ def net_inputs(bands):
 
 
 def metadata_for(bands, name="test"):
-    return {"name": name, "bands": list(bands), "stamp_size": 32}
+    return {"name": name, "bands": list(bands), "stamp_size": 32, "feature_names": list(FEATURE_NAMES)}
 
 
 def predictions(net, net_inputs):

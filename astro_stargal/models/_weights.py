@@ -14,6 +14,7 @@ from ._format import (
     FORMAT_VERSION,
     METADATA_FILE,
     TENSOR_FILE,
+    check_metadata,
     dequantise_state,
     quantise_state,
     read_metadata,
@@ -58,6 +59,31 @@ class LoadedModel:
         return int(self.metadata["stamp_size"])
 
     @property
+    def feature_names(self):
+        """The catalog features, in the network's order."""
+        return tuple(self.metadata["feature_names"])
+
+    @property
+    def image_softening(self):
+        """Sky sigmas per unit of the stamps' asinh stretch (3 for models that predate the entry)."""
+        return float(self.metadata.get("preprocessing", {}).get("image_softening", 3.0))
+
+    @property
+    def pixel_scale(self):
+        """Arcsec per pixel of the images the model was trained on (None if it does not say)."""
+        return self.metadata.get("pixel_scale")
+
+    @property
+    def validity(self):
+        """The measured validity range: ``psf_fwhm`` (arcsec) and ``psf_ellipticity_max`` per band."""
+        return self.metadata.get("validity", {})
+
+    @property
+    def reference_psf_fwhm(self):
+        """Band -> FWHM (arcsec) of the PSF assumed where a band's PSF cannot be measured."""
+        return self.metadata.get("reference_psf_fwhm", {})
+
+    @property
     def name(self):
         """The model's name."""
         return self.metadata["name"]
@@ -73,8 +99,9 @@ def save_weights(net, directory, *, metadata, quantise=True):
     directory : str or `~pathlib.Path`
         Created if needed; existing weight files are replaced atomically.
     metadata : dict
-        At least ``name``, ``bands`` and ``stamp_size``; anything else JSON-able
-        (training provenance, metrics) is kept.
+        At least ``name``, ``bands``, ``stamp_size`` and ``feature_names`` (in the
+        network's order); ``preprocessing``, ``validity``, ``reference_psf_fwhm``
+        and anything else JSON-able (training provenance, metrics) are kept.
     quantise : bool, optional
         Store large weight matrices as per-channel int8 (about 4x smaller).
 
@@ -87,12 +114,13 @@ def save_weights(net, directory, *, metadata, quantise=True):
     --------
     >>> import tempfile
     >>> net = StarGalaxyNet(2, 6, backbone="resnet18")
-    >>> meta = {"name": "demo", "bands": ["g", "r"], "stamp_size": 32}
+    >>> from astro_stargal.pipeline import FEATURE_NAMES
+    >>> meta = {"name": "demo", "bands": ["g", "r"], "stamp_size": 32, "feature_names": list(FEATURE_NAMES)}
     >>> path = save_weights(net, tempfile.mkdtemp(), metadata=meta)
     >>> sorted(p.name for p in path.iterdir())
     ['model.json', 'model.safetensors']
     """
-    missing = {"name", "bands", "stamp_size"} - set(metadata)
+    missing = {"name", "bands", "stamp_size", "feature_names"} - set(metadata)
     if missing:
         msg = f"metadata lacks {sorted(missing)}"
         raise ValueError(msg)
@@ -120,6 +148,9 @@ def save_weights(net, directory, *, metadata, quantise=True):
         "temperature": float(net.temperature),
         "calibration_bias": float(net.calibration_bias),
     }
+    # The file says how its stamps are normalised, even when the caller left the standard value implicit.
+    full_metadata["preprocessing"] = {"image_softening": 3.0, **metadata.get("preprocessing", {})}
+    check_metadata(full_metadata, f"metadata for {str(directory)!r}")
     text = json.dumps(full_metadata, indent=2)
     atomic_write(directory / METADATA_FILE, lambda path: Path(path).write_text(text))
     return directory

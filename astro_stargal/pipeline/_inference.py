@@ -116,6 +116,7 @@ def predict_sources(
     progress=None,
     chunk_size=CHUNK_SIZE,
     workers=None,
+    psf_models=None,
 ):
     """Star probability and flags for every source.
 
@@ -134,6 +135,9 @@ def predict_sources(
     workers : int, optional
         Threads preparing chunks (default `default_workers`); 0 prepares in
         the calling thread, between network batches.
+    psf_models : dict, optional
+        Band -> `~astro_stargal.psf.PSFModel`; needed for a model whose
+        features include PSF-relative ones (`~astro_stargal.pipeline.band_psfs`).
 
     Returns
     -------
@@ -158,7 +162,16 @@ def predict_sources(
     flags = np.zeros(n_sources, dtype=np.int32)
     on_gpu = model.device.type == "cuda"
     same_grid = shared_grids(band_images, model.bands)
-    constants = BandConstants.from_images(band_images, model.bands)
+    # What the stamps and features are is the model's to say (its metadata), not this module's.
+    constants = BandConstants.from_images(
+        band_images,
+        model.bands,
+        feature_names=model.feature_names,
+        image_softening=model.image_softening,
+        psf_models=psf_models,
+        stamp_size=model.stamp_size,
+    )
+    located = {"same_grid": same_grid, "pin_memory": on_gpu, "psf_models": psf_models}
 
     # With room on the GPU for the images, the GPU cuts the stamps itself and the CPU only locates them.
     device_images = None
@@ -168,12 +181,8 @@ def predict_sources(
     def prepare(start):
         chunk = positions[start : start + chunk_size]
         if device_images is not None:
-            return locate_sources(
-                band_images, chunk, model.bands, model.stamp_size, same_grid=same_grid, pin_memory=on_gpu
-            )
-        raw = cut_stamps(
-            band_images, chunk, model.bands, model.stamp_size, same_grid=same_grid, pin_memory=on_gpu
-        )
+            return locate_sources(band_images, chunk, model.bands, model.stamp_size, **located)
+        raw = cut_stamps(band_images, chunk, model.bands, model.stamp_size, **located)
         # On a GPU the rest of the preparation runs there, batch by batch, beside the network.
         return raw if on_gpu else finish_inputs(raw, constants)
 
