@@ -202,6 +202,7 @@ def realism_keywords(realistic, grid):
         ]
     cards += [
         ("PSFFWHMC", round(float(grid.coadd_fwhm[centre]), 5), "[arcsec] FWHM with resampling, centre"),
+        ("PSFGFWHM", round(grid.gaussian_fwhm, 5), "[arcsec] fit_fwhm of the noiseless PSF, centre"),
         ("PSFELL", round(float(grid.ellipticity[centre]), 5), "PSF 1 - b/a (adaptive moments), centre"),
         ("PSFNODES", grid.nodes, "PSF grid nodes per side (.psf.fits)"),
     ]
