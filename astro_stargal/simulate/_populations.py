@@ -513,14 +513,23 @@ def _resolved_companions(stars, rng, options, conditions):
 
 
 def _add_clumps(galaxies, rng, options, conditions):
-    """Star-forming clumps in some disk galaxies: knots carrying an Im spectrum (in place)."""
+    """Star-forming clumps in some disk galaxies: knots with a young, blue spectrum (in place).
+
+    A clump's spectrum is the Im template at the galaxy's redshift tilted
+    bluer by ``f_lambda ~ lambda**-1`` (young clusters of a few Myr have UV
+    slopes about one steeper than a whole irregular galaxy), so the clumps take
+    a larger share of the galaxy's light in blue bands than in r; the galaxy's
+    total magnitudes are unchanged.
+    """
     n = len(galaxies["x"])
     eligible = (galaxies["sed_type"] != "E") & (galaxies["half_light_radius"] >= _CLUMPY_MIN_RADIUS)
     clumpy = (rng.uniform(size=n) < options.clumpy_fraction) & eligible
     redshift_grid, ratio_grids = galaxy_colour_grid()
+    wavelength = np.array([CSST_BANDS[name].effective_wavelength for name in band_order()])
+    tilt = wavelength / CSST_BANDS["r"].effective_wavelength
     for index in np.flatnonzero(clumpy):
         n_clumps = 1 + min(int(rng.poisson(2.0)), 5)
-        young = interpolate_rows(redshift_grid, ratio_grids["Im"], galaxies["redshift"][[index]])[0]
+        young = interpolate_rows(redshift_grid, ratio_grids["Im"], galaxies["redshift"][[index]])[0] / tilt
         if conditions.galaxy_ebv > 0:
             young = young * foreground_reddening(conditions.galaxy_ebv)
         whole = _relative_to_r(galaxies["mags"][[index]])[0]

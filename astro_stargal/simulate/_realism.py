@@ -377,7 +377,8 @@ class Populations:
         Galaxies drawn as one Sersic profile (n = 0.5-6) instead of bulge+disk.
     clumpy_fraction : float or None
         Star-forming galaxies (Sbc, Scd and Im spectra) with 1-6 star-forming
-        clumps that carry a bluer (Im) spectrum than the galaxy.
+        clumps that carry a young spectrum (Im, tilted bluer), so they are
+        stronger in blue bands.
     merger_fraction : float or None
         Galaxies with a companion galaxy 0.2-1 arcsec away at the same redshift.
     white_dwarf_fraction : float or None
