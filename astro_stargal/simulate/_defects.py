@@ -51,8 +51,8 @@ class DefectFlag(enum.IntFlag):
 
     Examples
     --------
-    >>> DefectFlag(5)
-    <DefectFlag.SATURATED|COSMIC_RAY: 5>
+    >>> DefectFlag(5) == DefectFlag.COSMIC_RAY | DefectFlag.SATURATED
+    True
     """
 
     COSMIC_RAY = 1
@@ -144,9 +144,10 @@ def exposure_defect_maker(rng, options, shape, exposures, margin):
     --------
     >>> from astro_stargal.simulate import Defects
     >>> options = Defects(cosmic_ray_rate=150.0, cosmic_ray_survival=0.0, hot_pixel_fraction=1e-3)
-    >>> make = exposure_defect_maker(np.random.default_rng(0), options, (64, 64), [{"dither_x": 0.0, "dither_y": 0.0}], 3)
+    >>> exposures = [{"dither_x": 0.0, "dither_y": 0.0}]
+    >>> make = exposure_defect_maker(np.random.default_rng(0), options, (64, 64), exposures, 3)
     >>> added, masked = make(0, np.full((70, 70), 2))
-    >>> sorted(added), added["cosmic_ray"].max() == 0.0
+    >>> sorted(added), bool(added["cosmic_ray"].max() == 0.0 and masked.any())
     (['cosmic_ray', 'hot_pixel'], True)
     """
     padded = (shape[0] + 2 * margin, shape[1] + 2 * margin)
@@ -202,7 +203,7 @@ def bleed_along_columns(electrons, full_well):
     >>> column = np.array([[0.0], [0.0], [25.0], [0.0], [0.0]])
     >>> bled, saturated = bleed_along_columns(column, 10.0)
     >>> bled.ravel().tolist(), int(saturated.sum())
-    [[0.0, 7.5, 10.0, 7.5, 0.0], 1]
+    ([0.0, 7.5, 10.0, 7.5, 0.0], 1)
     """
     bled = np.array(electrons, dtype=float)
     saturated = bled > full_well

@@ -299,7 +299,7 @@ def _band_maps(band, wcs, grid, weight, n_exposures, flags, details):
     weight_header["WGTTYPE"] = ("inverse variance", "sky, dark and read noise; not the sources")
     weight_header["PIXVARWT"] = (
         round(details["pixel_variance_factor"], 5),
-        "pixel variance x weight (resampling smooths noise)",
+        "pixel variance x weight (resampling)",
     )
     count_header = header.copy()
     count_header["BUNIT"] = ("", "exposures contributing to the pixel")
