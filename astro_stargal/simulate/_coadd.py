@@ -16,6 +16,16 @@ correlation with the weights ``K(m + f)``, ``m = -3 ... 2`` (Lanczos3) or
 tied to the detector (warm pixels, chip gaps); for independent noise it
 changes nothing. What the shortcut leaves out is the dependence of the
 co-added PSF on each source's sub-pixel phase relative to the exposures.
+Against point sources resampled exactly from two exposures at random phases,
+the shortcut's Gaussian-PRF FWHM is unbiased (mean ratio 1.000-1.007) with a
+scatter of 0.2, 1.4 and 7 percent (Lanczos3) or 2.9, 3.7 and 7 percent
+(bilinear) at r_fwhm 0.16, 0.12 and 0.08 arcsec, and the pixels differ by
+2, 4 and 11 percent of the flux (median of the absolute differences).
+
+Resampling broadens the PSF: stars in r co-adds measure (fit_fwhm) 0.102,
+0.133, 0.167, 0.206 and 0.254 arcsec at r_fwhm 0.08, 0.12, 0.16, 0.20 and
+0.25, against 0.088, 0.128, 0.167, 0.206 and 0.255 in single images; the
+broadening matters only below 1.6 pixels FWHM, where the pixel grid cuts.
 
 The exposures are averaged with inverse-variance weights ``w_e`` (background
 only: sky, dark current and read noise, as a pipeline's weight maps are). An
@@ -26,6 +36,13 @@ resampling correlated its noise. It predicts the noise of sums over areas
 larger than the kernel (aperture photometry) and overestimates the
 single-pixel variance, which resampling lowers by ``sum K^2`` (``PIXVARWT``
 in the header: pixel variance times weight, where every exposure covers).
+Measured on sky-only 512 x 512 co-adds: pixel variance times weight equals
+``PIXVARWT`` (0.80-0.83 for Lanczos3, 0.43-0.52 for bilinear) to 0.1
+percent; sums in apertures of 6 and 12 pixels radius scatter 2-6 percent
+less than ``sqrt(n_pixels / weight)`` (the overlapping apertures' own
+sampling error is about 3 percent); neighbouring pixels correlate by 0.07 and
+0.11-0.16 (x and y, Lanczos3) or 0.13-0.20 and 0.25-0.35 (bilinear), and not
+at all in single images.
 """
 
 import math
