@@ -378,6 +378,9 @@ def test_write_field_and_tiles_write_maps_beside_each_image(tmp_path):
     for system in np.unique(truth["system"]):
         members = truth[truth["system"] == system]
         assert system in members["id"] and len(set(members["tile"])) == 1
+    tile_conditions = Table.read(tmp_path / "tiles" / "truth.ecsv").meta["tile_conditions"]
+    assert [tile["realism"]["psf"]["nodes"] for tile in tile_conditions] == [1, 1]
+    assert tile_conditions[0]["bands"]["r"]["exposures"] != tile_conditions[1]["bands"]["r"]["exposures"]
 
 
 def test_command_line_psf_fwhm_makes_a_realistic_field(tmp_path):

@@ -385,15 +385,20 @@ def _tile_centres(n_tiles, size, ra, dec):
     return centres
 
 
+_REALISTIC_TILE_META = ("field_conditions", "realism", "aberration_field", "bands")
+
+
 def _write_tile(task):
     outdir, tile, size, seed, ra, dec, overwrite, kwargs = task
     cards = [("TILE", tile, "tile index")]
     truth = _write_images(
         outdir, f"tile{tile}_", size, seed, overwrite, {"ra": ra, "dec": dec, **kwargs}, cards
     )
+    # What each realistic tile drew is kept; the rest is the same for all tiles or in the headers.
+    drawn = {key: truth.meta[key] for key in _REALISTIC_TILE_META if key in truth.meta}
     truth.meta = {}
     truth.add_column(np.full(len(truth), tile), name="tile", index=1)
-    return truth
+    return truth, drawn
 
 
 def simulate_tiles(
@@ -414,7 +419,8 @@ def simulate_tiles(
     `write_field` with the same seed); with several they are
     ``OUTDIR/tile{k}_{band}.fits``, and ``OUTDIR/truth.ecsv`` gains a ``tile``
     column. Realistic tiles also get ``.weight.fits``, ``.psf.fits`` and
-    ``.defects.fits`` beside each image. Tile seeds are derived from ``seed`` with
+    ``.defects.fits`` beside each image, and the truth metadata lists what
+    each tile drew (``tile_conditions``). Tile seeds are derived from ``seed`` with
     `numpy.random.SeedSequence`, and tiles sit on a grid of distinct,
     non-overlapping sky positions around ``(ra, dec)``, so the output does not
     depend on ``n_jobs``.
@@ -465,12 +471,12 @@ def simulate_tiles(
     centres = _tile_centres(n_tiles, max(size), ra, dec)
     tasks = [(outdir, k, size, tile_seeds[k], *centres[k], overwrite, kwargs) for k in range(n_tiles)]
     if n_jobs == 1:
-        tables = [_write_tile(task) for task in tasks]
+        results = [_write_tile(task) for task in tasks]
     else:
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=int(n_jobs), mp_context=context) as executor:
-            tables = list(executor.map(_write_tile, tasks))
-    truth = vstack(tables, metadata_conflicts="silent")
+            results = list(executor.map(_write_tile, tasks))
+    truth = vstack([table for table, _ in results], metadata_conflicts="silent")
     new_ids = np.arange(1, len(truth) + 1)
     if "system" in truth.colnames:  # ids of systems move with the ids of their members
         truth["system"] += new_ids - np.asarray(truth["id"])
@@ -487,5 +493,7 @@ def simulate_tiles(
     truth.meta["package_version"] = __version__
     truth.meta["tile_seeds"] = tile_seeds
     truth.meta["tile_centres"] = [list(centre) for centre in centres]
+    if kwargs.get("realism") is not None:
+        truth.meta["tile_conditions"] = [drawn for _, drawn in results]
     truth.write(os.path.join(outdir, "truth.ecsv"), overwrite=overwrite)
     return truth
