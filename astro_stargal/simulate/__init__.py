@@ -62,7 +62,7 @@ The drawn conditions are written to the headers (``STARSED``, ``EBVSTAR`` and
 ``EBVGAL`` for the stellar SEDs and reddening) and to the truth-table metadata.
 
 Skies that look like real co-adds (``realism=Realism()``)
---------------------------------------------------------
+---------------------------------------------------------
 ``simulate_field(size, seed=..., realism=Realism())`` renders what real
 co-added tiles have and the nominal field lacks; each part can be set
 explicitly or switched off (`Realism`, `AberratedPSF`, `Coadd`, `Defects`,
