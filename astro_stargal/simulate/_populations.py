@@ -349,7 +349,7 @@ _WHITE_DWARF_TEMPERATURE = (6000.0, 40000.0)  # K, log-uniform
 
 _COMPANION_TEMPERATURE_RATIO = (0.55, 0.95)
 
-_MIN_STAR_TEMPERATURE = 3000.0
+_MIN_STAR_TEMPERATURE = 3000.0  # K: the coolest star drawn, and so the coolest companion
 
 _RESOLVED_SEPARATION = (0.05, 0.3)  # arcsec
 
@@ -418,7 +418,7 @@ def _companion(rng, temperature):
     ``(T2/T1)**1.6`` times the ratio of black-body surface brightness in r.
     """
     companion = np.maximum(
-        temperature * rng.uniform(*_COMPANION_TEMPERATURE_RATIO, size=len(temperature)), 3000.0
+        temperature * rng.uniform(*_COMPANION_TEMPERATURE_RATIO, size=len(temperature)), _MIN_STAR_TEMPERATURE
     )
     r_index = band_order().index("r")
     surface = black_body_band_fluxes(np.concatenate([temperature, companion]))[:, r_index]
