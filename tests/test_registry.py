@@ -21,8 +21,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from astropy.io import fits
+from astropy.table import Table
 
 from astro_stargal import StarGalaxyWarning, classify_sources, list_models, load_model, register_model
+from astro_stargal.cli import main
 from astro_stargal.models import (
     DEFAULT_MODEL,
     ENTRY_POINT_GROUP,
@@ -390,3 +393,78 @@ def test_a_name_that_is_also_an_existing_folder_is_refused_as_ambiguous(
         load_model("local-model", device="cpu")
     assert load_model("./local-model", device="cpu").name == "test"
     assert load_model(Path("local-model"), device="cpu").name == "test"
+
+
+# --- command line --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def catalog_and_images(field, tmp_path):
+    catalog = tmp_path / "catalog.ecsv"
+    field.table().write(catalog)
+    image_options = []
+    for band in ("g", "r", "i"):
+        path = tmp_path / f"{band}.fits"
+        fits.HDUList([fits.PrimaryHDU(field.data[band], field.header())]).writeto(path)
+        image_options += ["--image", f"{band}={path}"]
+    return catalog, image_options
+
+
+@pytest.mark.parametrize("option", ["--model", "--weights"])
+def test_cli_classify_selects_an_installed_model_by_name(
+    site, catalog_and_images, classify, field, tmp_path, option
+):
+    site.install({"survey-good": "plugin_models:good"})
+    catalog, image_options = catalog_and_images
+    output = tmp_path / "out.ecsv"
+
+    status = main(
+        [
+            "classify",
+            str(catalog),
+            *image_options,
+            option,
+            "survey-good",
+            "--device",
+            "cpu",
+            "-o",
+            str(output),
+        ]
+    )
+
+    expected = classify(field.table(), field.images(("g", "r", "i")))
+    assert status == 0
+    np.testing.assert_array_equal(Table.read(output)["p_star"], expected["p_star"])
+
+
+def test_cli_classify_with_a_broken_model_exits_2_naming_it(site, catalog_and_images, tmp_path, capsys):
+    site.install({"survey-broken": "plugin_models:raises"})
+    catalog, image_options = catalog_and_images
+
+    status = main(
+        ["classify", str(catalog), *image_options, "--model", "survey-broken", "-o", str(tmp_path / "o.ecsv")]
+    )
+
+    assert status == 2
+    assert (
+        "'survey-broken' (entry point 'plugin_models:raises' of distribution survey-models 2.1)"
+        in capsys.readouterr().err
+    )
+
+
+def test_cli_info_lists_every_model_with_its_source_and_why_one_is_unavailable(site, capsys):
+    site.install({"survey-good": "plugin_models:good", "survey-broken": "plugin_models:raises"})
+
+    with pytest.warns(StarGalaxyWarning, match="survey-broken"):
+        assert main(["info"]) == 0
+
+    lines = capsys.readouterr().out.splitlines()
+    assert any(line.startswith(f"model {DEFAULT_MODEL} [bundled (astro_stargal ") for line in lines)
+    assert (
+        "model survey-good [entry point (survey-models 2.1)]: bands NUV u g r i z y, stamp 32 px"
+        in "\n".join(lines)
+    )
+    assert (
+        "model survey-broken [entry point (survey-models 2.1)]: unavailable: RuntimeError: plugin exploded"
+        in lines
+    )
