@@ -11,8 +11,10 @@ import contextlib
 import importlib.metadata
 import importlib.util
 import json
+import os
 import re
 import shutil
+import subprocess
 import sys
 import textwrap
 import warnings
@@ -26,6 +28,7 @@ from astropy.table import Table
 
 from astro_stargal import StarGalaxyWarning, classify_sources, list_models, load_model, register_model
 from astro_stargal.cli import main
+from astro_stargal.instrument import PIXEL_SCALE
 from astro_stargal.models import (
     DEFAULT_MODEL,
     ENTRY_POINT_GROUP,
@@ -467,4 +470,165 @@ def test_cli_info_lists_every_model_with_its_source_and_why_one_is_unavailable(s
     assert (
         "model survey-broken [entry point (survey-models 2.1)]: unavailable: RuntimeError: plugin exploded"
         in lines
+    )
+
+
+# --- a real third-party package, built and installed with pip -------------------------------------
+
+PLUGIN_PYPROJECT = """
+[build-system]
+requires = ["setuptools"]
+build-backend = "setuptools.build_meta"
+
+[project]
+name = "tiny-stargal-plugin"
+version = "1.2"
+
+[project.entry-points."astro_stargal.models"]
+tiny-gri = "tiny_stargal_plugin:weights_directory"
+tiny-broken = "tiny_stargal_plugin.missing:weights_directory"
+
+[tool.setuptools]
+packages = ["tiny_stargal_plugin"]
+
+[tool.setuptools.package-data]
+tiny_stargal_plugin = ["weights/*"]
+"""
+
+PLUGIN_MODULE = """
+\"\"\"A third party's star-galaxy model for g, r and i images, found by astro_stargal through its entry point.\"\"\"
+
+from pathlib import Path
+
+
+def weights_directory():
+    return Path(__file__).parent / "weights"
+"""
+
+#: Run in a fresh interpreter that sees the installed plugin only through its entry points.
+USE_THE_PLUGIN = """
+import contextlib, io, json, sys, warnings
+
+site, catalog, images, output = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), sys.argv[4]
+sys.path.insert(0, site)
+
+from astropy.table import Table
+
+import astro_stargal
+from astro_stargal.cli import main
+
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    models = astro_stargal.list_models()
+model = astro_stargal.load_model("tiny-gri", device="cpu")
+result = astro_stargal.classify_sources(Table.read(catalog), images, weights="tiny-gri", device="cpu")
+command = ["classify", catalog, "--model", "tiny-gri", "--device", "cpu", "-o", output]
+command += [option for band, path in images.items() for option in ("--image", f"{band}={path}")]
+with contextlib.redirect_stdout(io.StringIO()) as info, warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    status = main(command), main(["info"])
+print(json.dumps({
+    "models": [{name: str(row[name]) for name in models.colnames} for row in models],
+    "warnings": [str(warning.message) for warning in caught],
+    "model": [model.name, list(model.bands), model.stamp_size],
+    "ids": result["id"].tolist(),
+    "p_star": result["p_star"].tolist(),
+    "cli_p_star": Table.read(output)["p_star"].tolist(),
+    "status": list(status),
+    "info": info.getvalue(),
+}))
+"""
+
+BUILD_TOOLS_MISSING = [name for name in ("pip", "setuptools") if importlib.util.find_spec(name) is None]
+
+
+@pytest.mark.skipif(
+    bool(BUILD_TOOLS_MISSING), reason=f"building the plugin package needs {BUILD_TOOLS_MISSING}"
+)
+def test_a_package_installed_with_pip_registers_a_model_that_classifies_by_name(tmp_path, make_field):
+    source = tmp_path / "tiny_stargal_plugin_source"
+    package = source / "tiny_stargal_plugin"
+    package.mkdir(parents=True)
+    (source / "pyproject.toml").write_text(PLUGIN_PYPROJECT)
+    (package / "__init__.py").write_text(PLUGIN_MODULE)
+    torch.manual_seed(7)
+    net = StarGalaxyNet(3, len(FEATURE_NAMES), backbone="resnet18")
+    metadata = {"name": "tiny-gri", "bands": ["g", "r", "i"], "stamp_size": 24, "pixel_scale": PIXEL_SCALE}
+    save_weights(net, package / "weights", metadata=metadata)
+    site = tmp_path / "site"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "--quiet",
+            "--target",
+            str(site),
+            str(source),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    field = make_field(
+        (96, 96),
+        [(30.2, 40.7, 4000.0), (60.5, 55.1, 6000.0, 3.0), (70.0, 20.3, 2000.0)],
+        bands=("g", "r", "i"),
+    )
+    catalog = tmp_path / "catalog.ecsv"
+    field.table().write(catalog)
+    images = {}
+    for band in field.bands:
+        images[band] = str(tmp_path / f"{band}.fits")
+        fits.PrimaryHDU(field.data[band], field.header()).writeto(images[band])
+    script = tmp_path / "use_the_plugin.py"
+    script.write_text(USE_THE_PLUGIN)
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+
+    run = subprocess.run(
+        [
+            sys.executable,
+            str(script),
+            str(site),
+            str(catalog),
+            json.dumps(images),
+            str(tmp_path / "out.ecsv"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=environment,
+        check=False,
+    )
+
+    assert run.returncode == 0, run.stderr
+    report = json.loads(run.stdout.splitlines()[-1])
+    models = {row["name"]: row for row in report["models"]}
+    tiny = models["tiny-gri"]
+    assert (tiny["source"], tiny["distribution"], tiny["available"]) == (
+        "entry point",
+        "tiny-stargal-plugin 1.2",
+        "True",
+    )
+    assert (tiny["bands"], tiny["stamp_size"]) == ("g r i", "24")
+    assert (
+        Path(tiny["path"]) == site / "tiny_stargal_plugin" / "weights"
+    )  # the installed copy, not the source
+    assert models[DEFAULT_MODEL]["source"] == "bundled"
+    assert models["tiny-broken"]["available"] == "False"
+    assert "ModuleNotFoundError" in models["tiny-broken"]["reason"]
+    assert any(
+        "'tiny-broken'" in message and "tiny-stargal-plugin 1.2" in message for message in report["warnings"]
+    )
+    assert report["model"] == ["tiny-gri", ["g", "r", "i"], 24]
+    assert report["ids"] == [1, 2, 3]
+    p_star = np.array(report["p_star"])
+    assert np.all((p_star >= 0) & (p_star <= 1))
+    np.testing.assert_array_equal(report["cli_p_star"], p_star)
+    assert report["status"] == [0, 0]
+    assert (
+        "model tiny-gri [entry point (tiny-stargal-plugin 1.2)]: bands g r i, stamp 24 px" in report["info"]
     )
