@@ -7,7 +7,7 @@ probability (after Liu, Ling, Zhang & Han 2026, Astronomy and Computing).
 The user API lives here: `classify_sources`, the Table mixin
 (`StarGalaxyMixin`, `StarGalaxyTable`, `StarGalaxyQTable`), the flags
 (`SourceFlag`, `describe_flags`), the warning class, the model registry
-(`list_models`, `load_model`) and retraining (`train`). Names that need
+(`list_models`, `load_model`, `register_model`) and retraining (`train`). Names that need
 PyTorch are imported on first use, so ``import astro_stargal`` stays light.
 Everything else is one level down: `astro_stargal.io`, `astro_stargal.pipeline`,
 `astro_stargal.models`, `astro_stargal.simulate`, `astro_stargal.training`,
@@ -41,6 +41,7 @@ __all__ = [
     "describe_flags",
     "list_models",
     "load_model",
+    "register_model",
     "train",
 ]
 
@@ -52,6 +53,7 @@ _LAZY = {
     "StarGalaxyQTable": ".classify",
     "list_models": ".models",
     "load_model": ".models",
+    "register_model": ".models",
     "train": ".training",
 }
 

@@ -28,7 +28,13 @@ def add_parser(subparsers):
     parser.add_argument(
         "--format", help="astropy table format of input and output when not clear from the name"
     )
-    parser.add_argument("--weights", help="model name or weights directory (default: the bundled model)")
+    parser.add_argument(
+        "--model",
+        "--weights",
+        dest="weights",
+        metavar="NAME_OR_PATH",
+        help="model name (astro-stargal info lists them) or weights directory (default: the bundled model)",
+    )
     parser.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: best available)")
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--threshold", type=float, default=0.5, help="p_star threshold for sg_class")

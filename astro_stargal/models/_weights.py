@@ -162,9 +162,11 @@ def load_model(weights=None, *, device=None):
     Parameters
     ----------
     weights : str, `~pathlib.Path` or `LoadedModel`, optional
-        A registered model name (see `list_models`; default the bundled
-        ``'csst-resnet50-bilstm'``), a weights directory or its ``model.json``,
-        or an already loaded model (moved to ``device`` if needed).
+        A registered model name (see `list_models` and `register_model`;
+        default the bundled ``'csst-resnet50-bilstm'``), a weights directory
+        or its ``model.json``, or an already loaded model (moved to
+        ``device`` if needed). A string is a name when a model has it; one
+        that is also an existing path is refused as ambiguous.
     device : str or `torch.device`, optional
         See `resolve_device`.
 
@@ -176,9 +178,12 @@ def load_model(weights=None, *, device=None):
     ------
     ValueError
         If the tensor file's SHA-256 differs from the metadata (tampered or
-        truncated), or the tensors do not fit the described architecture.
+        truncated), the tensors do not fit the described architecture, the
+        name is claimed by two packages, or the named model's plugin fails.
     FileNotFoundError
         If the weights cannot be found.
+    ImportError
+        If the named model's plugin cannot be imported.
 
     Examples
     --------
