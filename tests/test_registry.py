@@ -195,7 +195,11 @@ BROKEN_PLUGINS = [
     ("plugin_models:no_such_function", "ImportError: .*AttributeError", ImportError),
     ("plugin_models:raises", "RuntimeError: plugin exploded", ValueError),
     ("plugin_models:gone", "FileNotFoundError", FileNotFoundError),
-    ("plugin_models:bad_metadata", r"ValueError: weights metadata .* lacks \['architecture'", ValueError),
+    (
+        "plugin_models:bad_metadata",
+        r"ValueError: .*model.json.*: lacks 'bands'; lacks 'stamp_size'",
+        ValueError,
+    ),
     ("plugin_models:no_tensors", "FileNotFoundError: .*model.safetensors' does not exist", FileNotFoundError),
     ("plugin_models:not_a_path", "TypeError: its target returned 42, not the path", ValueError),
 ]
@@ -233,13 +237,17 @@ def test_loading_a_broken_plugin_raises_naming_the_model_and_its_distribution(
         load_model("survey-broken", device="cpu")
 
 
-def test_a_broken_plugin_does_not_disturb_other_models(site, field, model_dir):
+def test_a_broken_plugin_does_not_disturb_other_models(site, field, field_psf, model_dir):
     site.install({"survey-broken": "no_such_plugin_module:weights", "survey-good": "plugin_models:good"})
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # not even a warning about the broken one
-        by_name = classify_sources(field.table(), field.images(), weights="survey-good", device="cpu")
-        by_path = classify_sources(field.table(), field.images(), weights=model_dir, device="cpu")
+        by_name = classify_sources(
+            field.table(), field.images(), weights="survey-good", device="cpu", psf=field_psf
+        )
+        by_path = classify_sources(
+            field.table(), field.images(), weights=model_dir, device="cpu", psf=field_psf
+        )
         default = load_model(device="cpu")
 
     np.testing.assert_array_equal(by_name["p_star"], by_path["p_star"])
@@ -337,7 +345,16 @@ def test_registering_a_name_of_an_entry_point_is_an_error_naming_both_unless_for
     other = tmp_path / "other"
     torch.manual_seed(5)
     net = StarGalaxyNet(2, len(FEATURE_NAMES), branches=("catalog",))
-    save_weights(net, other, metadata={"name": "other", "bands": ["g", "r"], "stamp_size": 32})
+    save_weights(
+        net,
+        other,
+        metadata={
+            "name": "other",
+            "bands": ["g", "r"],
+            "stamp_size": 32,
+            "feature_names": list(FEATURE_NAMES),
+        },
+    )
 
     with pytest.raises(
         ValueError, match=r"'survey-good' is already taken by entry point .* survey-models 2\.1"
@@ -553,7 +570,13 @@ def test_a_package_installed_with_pip_registers_a_model_that_classifies_by_name(
     (package / "__init__.py").write_text(PLUGIN_MODULE)
     torch.manual_seed(7)
     net = StarGalaxyNet(3, len(FEATURE_NAMES), backbone="resnet18")
-    metadata = {"name": "tiny-gri", "bands": ["g", "r", "i"], "stamp_size": 24, "pixel_scale": PIXEL_SCALE}
+    metadata = {
+        "name": "tiny-gri",
+        "bands": ["g", "r", "i"],
+        "stamp_size": 24,
+        "pixel_scale": PIXEL_SCALE,
+        "feature_names": list(FEATURE_NAMES),
+    }
     save_weights(net, package / "weights", metadata=metadata)
     site = tmp_path / "site"
     subprocess.run(

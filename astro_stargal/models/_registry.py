@@ -160,7 +160,8 @@ def register_model(name, target, *, force=False):
     >>> import tempfile
     >>> from astro_stargal.models import StarGalaxyNet, load_model, save_weights
     >>> net = StarGalaxyNet(3, 6, backbone="resnet18", branches=("catalog",))
-    >>> meta = {"name": "my-gri-model", "bands": ["g", "r", "i"], "stamp_size": 32}
+    >>> from astro_stargal.pipeline import FEATURE_NAMES
+    >>> meta = {"name": "my-gri-model", "bands": ["g", "r", "i"], "stamp_size": 32, "feature_names": list(FEATURE_NAMES)}
     >>> directory = save_weights(net, tempfile.mkdtemp(), metadata=meta)
     >>> register_model("my-gri-model", directory)
     >>> load_model("my-gri-model", device="cpu").bands

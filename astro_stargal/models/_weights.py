@@ -138,7 +138,7 @@ def save_weights(net, directory, *, metadata, quantise=True):
         "sha256": sha256(tensor_path),
         "quantisation": "int8 per output channel, float16 scales" if quantise else "none",
         "architecture": {
-            "backbone": _backbone_name(net),
+            "backbone": net.backbone,
             "lstm_hidden": net.catalog_branch.hidden_size if "catalog" in net.branches else None,
             "branches": list(net.branches),
             "n_features": net.n_features,
@@ -282,10 +282,3 @@ def build_network(metadata):
         lstm_hidden=architecture["lstm_hidden"] or 64,
         branches=tuple(architecture["branches"]),
     )
-
-
-def _backbone_name(net):
-    if "image" not in net.branches:
-        return "resnet50"
-    blocks = net.image_branch.layer1[0]
-    return "resnet50" if hasattr(blocks, "conv3") else "resnet18"
