@@ -7,10 +7,10 @@ probability (after Liu, Ling, Zhang & Han 2026, Astronomy and Computing).
 The user API lives here: `classify_sources`, the Table mixin
 (`StarGalaxyMixin`, `StarGalaxyTable`, `StarGalaxyQTable`), the flags
 (`SourceFlag`, `describe_flags`), the warning class, the model registry
-(`list_models`, `load_model`) and retraining (`train`). Every name but the
-version and the flags is imported on first use, so ``import astro_stargal``
-loads neither PyTorch nor astropy and the command line answers ``--help`` at
-once.
+(`list_models`, `load_model`, `register_model`) and retraining (`train`).
+Every name but the version and the flags is imported on first use, so
+``import astro_stargal`` loads neither PyTorch nor astropy and the command
+line answers ``--help`` at once.
 Everything else is one level down: `astro_stargal.io`, `astro_stargal.pipeline`,
 `astro_stargal.models`, `astro_stargal.simulate`, `astro_stargal.training`,
 `astro_stargal.evaluation`, `astro_stargal.distributed` and `astro_stargal.cli`.
@@ -42,6 +42,7 @@ __all__ = [
     "describe_flags",
     "list_models",
     "load_model",
+    "register_model",
     "train",
 ]
 
@@ -56,6 +57,7 @@ _LAZY = {
     "StarGalaxyQTable": ".classify",
     "list_models": ".models",
     "load_model": ".models",
+    "register_model": ".models",
     "train": ".training",
 }
 

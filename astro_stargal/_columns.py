@@ -19,7 +19,7 @@ __all__ = [
 ]
 
 #: Columns added by `classify_sources`.
-OUTPUT_COLUMNS = ("p_star", "sg_class", "sg_flags")
+OUTPUT_COLUMNS = ("p_star", "sg_class", "sg_flags", "sg_offset")
 
 #: Keys that `classify_sources` writes to the output table's ``meta`` -> what each records. They are
 #: valid FITS keywords (8 characters at most), so FITS and ECSV files keep them.
@@ -37,11 +37,13 @@ PROVENANCE_KEYS = {
 _FLAG_DESCRIPTION = "; ".join(f"{flag.value}={flag.name}" for flag in SourceFlag)
 
 
-def output_columns(p_star, flags, threshold, model_name):
-    """The ``p_star``, ``sg_class`` and ``sg_flags`` columns, with descriptions and UCDs."""
+def output_columns(p_star, flags, threshold, model_name, offset=None):
+    """The ``p_star``, ``sg_class``, ``sg_flags`` and ``sg_offset`` columns, with descriptions and UCDs."""
     # Imported here: the command line checks a threshold with this module before astropy is needed.
     from astropy.table import Column, MaskedColumn
 
+    if offset is None:
+        offset = np.full(len(p_star), np.nan, dtype=np.float32)
     unclassified = np.isnan(p_star)
     with np.errstate(invalid="ignore"):
         labels = np.where(p_star >= threshold, "star", "galaxy")
@@ -61,6 +63,13 @@ def output_columns(p_star, flags, threshold, model_name):
             flags,
             description=f"astro_stargal quality flags (bit mask): {_FLAG_DESCRIPTION}",
             meta={"ucd": "meta.code.qual"},
+        ),
+        "sg_offset": Column(
+            np.asarray(offset, dtype=np.float32),
+            unit="arcsec",
+            description="Distance from the table position to the centroid of the source's light, where its "
+            "stamps were cut; NaN where no centroid was measured",
+            meta={"ucd": "pos.angDistance"},
         ),
     }
 

@@ -5,7 +5,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from astropy.table import QTable, Table
-from astropy.wcs.utils import proj_plane_pixel_scales
 
 from ._columns import OUTPUT_COLUMNS, PROVENANCE_KEYS, output_columns, provenance, validate_threshold
 from .exceptions import StarGalaxyWarning
@@ -13,7 +12,7 @@ from .flags import SourceFlag
 from .instrument import PIXEL_SCALE
 from .io import positions_from_table, read_images, resolve_band
 from .models import load_model
-from .pipeline import CHUNK_SIZE, find_blended, predict_sources
+from .pipeline import CHUNK_SIZE, band_psfs, find_blended, predict_sources, refine_positions
 
 __all__ = [
     "OUTPUT_COLUMNS",
@@ -40,6 +39,8 @@ def classify_sources(
     chunk_size=CHUNK_SIZE,
     workers=None,
     threads=None,
+    psf=None,
+    recentre=True,
 ):
     """Classify the sources of a table as stars or galaxies.
 
@@ -94,6 +95,20 @@ def classify_sources(
         Replace existing ``p_star``/``sg_class``/``sg_flags`` columns.
     chunk_size : int, optional
         Sources prepared at a time; bounds memory, does not change results.
+    psf : dict, optional
+        Band -> the band's PSF, for bands whose PSF you know: a PSFEx ``.psf``
+        path, a 2-D array (the effective PSF sampled at the image pixels,
+        centred), a GalSim profile or an `~astro_stargal.psf.PSFModel`. Other
+        bands' PSFs are measured from the table's isolated, unsaturated point
+        sources (`~astro_stargal.psf.measure_psf`); where too few exist, a
+        warning says so and the model's reference PSF stands in. Sources where
+        the PSF is outside the model's validity range get ``PSF_OUT_OF_RANGE``.
+    recentre : bool, optional
+        Move each source to the centroid of its light, within 0.2", before
+        cutting its stamps (`~astro_stargal.pipeline.refine_positions`); the
+        shift is the ``sg_offset`` column. Catalog positions from another
+        band, epoch or astrometric solution are routinely off by a fraction
+        of a pixel, which makes a star look extended.
     workers : int, optional
         Threads preparing cutouts and features while the network runs
         (default: every core, up to 16, on a GPU; 1 on a CPU); 0 prepares in
@@ -109,13 +124,15 @@ def classify_sources(
     -------
     result : same class as ``table``
         A copy of ``table`` (columns unchanged, same rows in the same order)
-        with three new columns: ``p_star`` (float32, calibrated star
+        with four new columns: ``p_star`` (float32, calibrated star
         probability, NaN where the source could not be classified),
-        ``sg_class`` (``'star'``/``'galaxy'``, masked where ``p_star`` is NaN)
-        and ``sg_flags`` (`~astro_stargal.flags.SourceFlag` bits). Its ``meta``
-        is the table's, plus what made the columns (package version, model
-        name and SHA-256, the bands and the image of each, threshold, device
-        and date; the keys of `~astro_stargal.PROVENANCE_KEYS`).
+        ``sg_class`` (``'star'``/``'galaxy'``, masked where ``p_star`` is NaN),
+        ``sg_flags`` (`~astro_stargal.flags.SourceFlag` bits) and
+        ``sg_offset`` (arcsec from the table position to the centroid the
+        stamps were cut at; NaN where none was measured). Its ``meta`` is the
+        table's, plus what made the columns (package version, model name and
+        SHA-256, the bands and the image of each, threshold, device and date;
+        the keys of `~astro_stargal.PROVENANCE_KEYS`).
 
     Raises
     ------
@@ -147,8 +164,24 @@ def classify_sources(
     band_images = read_images(images, model.bands, zeropoints=zeropoints, header_bands=header_bands)
     positions = positions_from_table(table, position_columns=position_columns)
     _check_images_fit_positions(band_images, positions)
-    _warn_about_pixel_scale(band_images, model.metadata.get("pixel_scale"))
-    if band_images:
+    _warn_about_pixel_scale(band_images, model.pixel_scale)
+    offset = np.full(len(positions), np.nan, dtype=np.float32)
+    if band_images and positions.valid.any():
+        pixel_scale = model.pixel_scale or PIXEL_SCALE
+        before = np.zeros(len(positions), dtype=np.int32)
+        if recentre:
+            positions, offset, before = refine_positions(
+                band_images, positions, model.bands, pixel_scale=pixel_scale
+            )
+        psfs = band_psfs(
+            band_images,
+            positions,
+            model.bands,
+            pixel_scale=pixel_scale,
+            given=psf,
+            reference_fwhm=model.reference_psf_fwhm,
+            validity=model.validity,
+        )
         p_star, flags = _predict_with_neighbours(
             model,
             band_images,
@@ -158,14 +191,16 @@ def classify_sources(
             chunk_size=chunk_size,
             workers=workers,
             threads=threads,
+            psf_models=psfs.models,
         )
+        flags |= before | psfs.flags
     else:
-        # Every image was blank (read_images warned): no source is on a usable pixel.
+        # No source to classify, or every image was blank (read_images warned): none is on a usable pixel.
         p_star = np.full(len(positions), np.nan, dtype=np.float32)
         flags = np.where(positions.valid, SourceFlag.OFF_IMAGE, SourceFlag.BAD_POSITION).astype(np.int32)
 
     result = table.copy()
-    for name, column in output_columns(p_star, flags, threshold, model.name).items():
+    for name, column in output_columns(p_star, flags, threshold, model.name, offset).items():
         if name in result.colnames:
             result.replace_column(name, column)
         else:
@@ -182,7 +217,7 @@ def _predict_with_neighbours(model, band_images, positions, **options):
     Both run in NumPy, SciPy and PyTorch, which release the GIL.
     """
     with ThreadPoolExecutor(max_workers=1) as pool:
-        pixel_scale = model.metadata.get("pixel_scale", PIXEL_SCALE)
+        pixel_scale = model.pixel_scale or PIXEL_SCALE
         blended = pool.submit(find_blended, band_images, positions, model.bands, pixel_scale)
         p_star, flags = predict_sources(model, band_images, positions, **options)
         flags[blended.result()] |= SourceFlag.BLENDED
@@ -209,7 +244,7 @@ def _warn_about_pixel_scale(band_images, model_pixel_scale, tolerance=0.1):
     for band, image in band_images.items():
         if image.wcs is None:
             continue
-        scale = float(np.mean(proj_plane_pixel_scales(image.wcs))) * 3600.0
+        scale = image.pixel_scale
         if abs(scale / model_pixel_scale - 1) > tolerance:
             mismatched[band] = round(scale, 4)
     if mismatched:

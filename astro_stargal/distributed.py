@@ -288,7 +288,7 @@ def _jobs(tiles, tile_column, *, overwrite):
         if not (isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], Table)):
             msg = f"tile {tile!r}: expected a pair (table, images), got {type(value).__name__}"
             raise TypeError(msg)
-        _check_nooutput_columns(value[0], f"the table of tile {tile!r}", overwrite)
+        _check_no_output_columns(value[0], f"the table of tile {tile!r}", overwrite)
         jobs.append(_Job(tile, value[0], value[1]))
 
     def assemble(outcomes, columns_for):
@@ -307,7 +307,7 @@ def _big_table_jobs(table, tile_images, tile_column, *, overwrite):
     if not hasattr(tile_images, "items"):
         msg = f"tile_images must be a mapping tile -> images, got {type(tile_images).__name__}"
         raise TypeError(msg)
-    _check_nooutput_columns(table, "the table", overwrite)
+    _check_no_output_columns(table, "the table", overwrite)
     tile_of_row = np.asarray(table[tile_column])
     names, inverse = np.unique(tile_of_row, return_inverse=True)
     missing = [name.item() for name in names if name.item() not in tile_images]
@@ -326,15 +326,16 @@ def _big_table_jobs(table, tile_images, tile_column, *, overwrite):
     def assemble(outcomes, columns_for):
         p_star = np.full(len(table), np.nan, dtype=np.float32)
         flags = np.full(len(table), SourceFlag.TILE_FAILED, dtype=np.int32)
+        offset = np.full(len(table), np.nan, dtype=np.float32)
         for index, outcome in zip(rows, outcomes, strict=True):
             if not isinstance(outcome, TileFailure):
-                p_star[index], flags[index] = outcome[0]
-        return _add_columns(table.copy(), columns_for(p_star, flags))
+                p_star[index], flags[index], offset[index] = outcome[0]
+        return _add_columns(table.copy(), columns_for(p_star, flags, offset))
 
     return jobs, assemble
 
 
-def _check_nooutput_columns(table, what, overwrite):
+def _check_no_output_columns(table, what, overwrite):
     existing = [name for name in OUTPUT_COLUMNS if name in table.colnames]
     if existing and not overwrite:
         msg = f"{what} already has column(s) {existing}; pass overwrite=True to replace them"
@@ -342,16 +343,17 @@ def _check_nooutput_columns(table, what, overwrite):
 
 
 def _column_builder(threshold, model_name):
-    return lambda p_star, flags: output_columns(p_star, flags, threshold, model_name)
+    return lambda p_star, flags, offset: output_columns(p_star, flags, threshold, model_name, offset)
 
 
 def _with_columns(table, outcome, columns_for):
     if isinstance(outcome, TileFailure):
         p_star = np.full(len(table), np.nan, dtype=np.float32)
         flags = np.full(len(table), SourceFlag.TILE_FAILED, dtype=np.int32)
+        offset = np.full(len(table), np.nan, dtype=np.float32)
     else:
-        p_star, flags = outcome[0]
-    return _add_columns(table.copy(), columns_for(p_star, flags))
+        p_star, flags, offset = outcome[0]
+    return _add_columns(table.copy(), columns_for(p_star, flags, offset))
 
 
 def _add_columns(table, columns):
@@ -412,7 +414,7 @@ def _ensure_plugin(client, plugin):
 
 
 def _classify_tile(table, images, plugin_name, classify_kwargs):
-    """Runs on a worker: classify one tile with the worker's model; return the two arrays, model name, warnings."""
+    """Runs on a worker: classify one tile with the worker's model; return its output arrays, model name, warnings."""
     from distributed import get_worker
 
     model = get_worker().plugins[plugin_name].model
@@ -421,6 +423,9 @@ def _classify_tile(table, images, plugin_name, classify_kwargs):
         result = classify_sources(
             table, images, weights=model, device=model.device, progress=False, **classify_kwargs
         )
-    arrays = (np.asarray(result["p_star"]), np.asarray(result["sg_flags"]))
+    arrays = tuple(
+        np.asarray(getattr(result[name], "value", result[name]))
+        for name in ("p_star", "sg_flags", "sg_offset")
+    )
     forwarded = [(str(w.message), w.category) for w in caught if issubclass(w.category, StarGalaxyWarning)]
     return arrays, model.name, forwarded

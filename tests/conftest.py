@@ -13,7 +13,10 @@ Fixtures
 ``model_dir``
     Directory of the random test model (session scope, created once).
 ``classify``
-    `~astro_stargal.classify_sources` with ``weights=model_dir`` and ``device='cpu'``.
+    `~astro_stargal.classify_sources` with ``weights=model_dir``, ``device='cpu'``
+    and ``psf=field_psf``.
+``field_psf``
+    Band -> the synthetic fields' Gaussian PSF (too few stars to measure it).
 ``make_wcs``
     Factory for a TAN WCS at the CSST pixel scale (0.074 arcsec/px).
 ``make_field``
@@ -99,6 +102,10 @@ def gaussian_source(shape, x, y, flux, sigma):
         return np.diff(0.5 * erf(edges))
 
     return flux * np.outer(pixel_fractions(ny, y), pixel_fractions(nx, x))
+
+
+#: The synthetic fields' effective PSF, sampled at the pixels (what `gaussian_source` injects for a star).
+PSF_ARRAY = gaussian_source((15, 15), 7.0, 7.0, 1.0, PSF_SIGMA)
 
 
 def tan_wcs(shape, *, centre=FIELD_CENTRE, pixel_scale=PIXEL_SCALE):
@@ -227,14 +234,25 @@ def model_dir(tmp_path_factory, bands):
         "bands": list(bands),
         "stamp_size": TEST_STAMP_SIZE,
         "pixel_scale": PIXEL_SCALE,
+        "feature_names": list(FEATURE_NAMES),
     }
     return save_weights(net, tmp_path_factory.mktemp("test_model"), metadata=metadata)
 
 
 @pytest.fixture(scope="session")
-def classify(model_dir):
-    """`~astro_stargal.classify_sources` bound to the test model on the CPU."""
-    return partial(classify_sources, weights=model_dir, device="cpu")
+def field_psf(bands):
+    """Band -> the synthetic fields' PSF array, for every band (as the `classify` fixture passes it)."""
+    return dict.fromkeys(bands, PSF_ARRAY)
+
+
+@pytest.fixture(scope="session")
+def classify(model_dir, bands):
+    """`~astro_stargal.classify_sources` bound to the test model on the CPU, with the fields' known PSF.
+
+    The synthetic fields hold too few stars to measure their PSF, so their
+    Gaussian PSF is given, as a user who knows it would give it.
+    """
+    return partial(classify_sources, weights=model_dir, device="cpu", psf=dict.fromkeys(bands, PSF_ARRAY))
 
 
 @pytest.fixture(scope="session")

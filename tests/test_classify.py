@@ -104,11 +104,13 @@ class SurveyTable(StarGalaxyMixin, Table):
 
 
 @pytest.mark.parametrize("table_class", [StarGalaxyTable, StarGalaxyQTable, SurveyTable])
-def test_mixin_tables_gain_the_columns_in_place(classify, field, model_dir, reference, table_class):
+def test_mixin_tables_gain_the_columns_in_place(
+    classify, field, field_psf, model_dir, reference, table_class
+):
     table = table_class(field.table())
     original_columns = list(table.colnames)
 
-    returned = table.classify_sources(field.images(), weights=model_dir, device="cpu")
+    returned = table.classify_sources(field.images(), weights=model_dir, device="cpu", psf=field_psf)
 
     assert returned is table
     assert type(table) is table_class
@@ -117,10 +119,12 @@ def test_mixin_tables_gain_the_columns_in_place(classify, field, model_dir, refe
     np.testing.assert_array_equal(table["sg_flags"], reference["sg_flags"])
 
 
-def test_mixin_rerun_replaces_its_columns_with_overwrite(field, model_dir):
+def test_mixin_rerun_replaces_its_columns_with_overwrite(field, field_psf, model_dir):
     table = StarGalaxyTable(field.table())
-    table.classify_sources(field.images(), weights=model_dir, device="cpu")
-    table.classify_sources(field.images(), weights=model_dir, device="cpu", overwrite=True, threshold=0.01)
+    table.classify_sources(field.images(), weights=model_dir, device="cpu", psf=field_psf)
+    table.classify_sources(
+        field.images(), weights=model_dir, device="cpu", psf=field_psf, overwrite=True, threshold=0.01
+    )
     assert table.colnames.count("p_star") == 1
     assert np.all(table["sg_class"] == "star")
 

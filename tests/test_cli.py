@@ -69,7 +69,9 @@ def test_classify_round_trip_keeps_rows_units_and_descriptions(inputs, model_dir
     assert "OFF_IMAGE" in result["sg_flags"].description
     p_star = np.ma.filled(np.ma.asarray(result["p_star"], dtype=float), np.nan)
     assert np.isfinite(p_star[:3]).all() and np.isnan(p_star[3])
-    assert list(result["sg_flags"]) == [8, 8, 8, 1]  # BAND_MISSING (3 of 7 bands given); OFF_IMAGE
+    # BAND_MISSING (3 of 7 bands given) and PSF_UNMEASURED (4 sources hold too few stars to measure
+    # the PSF, and none was given) for the sources on the images; OFF_IMAGE for the last.
+    assert list(result["sg_flags"]) == [8 | 4096] * 3 + [1]
 
 
 def test_classify_output_matches_the_python_api(inputs, model_dir, tmp_path, classify, field):
@@ -259,7 +261,7 @@ def test_speed_options_reach_classify_sources_and_do_not_change_the_result(input
         ),
         ("band 'r': no zero point in the header; pass zeropoints={'r': ...}", "pass --zeropoint r=..."),
         ("batch_size must be a positive integer, got 0", "--batch-size must be"),
-        ("weights='nope' is neither an existing path nor a registered model", "--weights nope is neither"),
+        ("weights='nope' is neither an existing path nor a registered model", "--model nope is neither"),
         ("if the headers are wrong, pass header_bands=False", "pass --ignore-header-bands"),
         ("unknown band name in zeropoints 'Q'", "unknown band name in --zeropoint 'Q'"),
     ],

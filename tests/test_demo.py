@@ -24,7 +24,12 @@ pytestmark = pytest.mark.skipif(
 @pytest.fixture(scope="module")
 def random_weights(tmp_path_factory):
     net = StarGalaxyNet(7, len(FEATURE_NAMES), backbone="resnet18")
-    metadata = {"name": "test", "bands": list(band_order()), "stamp_size": 32}
+    metadata = {
+        "name": "test",
+        "bands": list(band_order()),
+        "stamp_size": 32,
+        "feature_names": list(FEATURE_NAMES),
+    }
     return save_weights(net, tmp_path_factory.mktemp("weights"), metadata=metadata)
 
 

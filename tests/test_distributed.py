@@ -58,9 +58,11 @@ def _tile_table(field, tile):
     return table
 
 
-def test_dask_path_gives_the_local_rows_and_columns(client, classify, model_dir, tile_fields, tile_paths):
+def test_dask_path_gives_the_local_rows_and_columns(
+    client, classify, field_psf, model_dir, tile_fields, tile_paths
+):
     tiles = {tile: (_tile_table(field, tile), tile_paths[tile]) for tile, field in tile_fields.items()}
-    result, failures = classify_tiles(tiles, client=client, weights=model_dir, device="cpu")
+    result, failures = classify_tiles(tiles, client=client, weights=model_dir, device="cpu", psf=field_psf)
     assert failures == []
     assert list(result) == ["a", "b"]
     for tile, (table, images) in tiles.items():
@@ -72,12 +74,16 @@ def test_dask_path_gives_the_local_rows_and_columns(client, classify, model_dir,
         assert list(result[tile]["sg_class"].filled("")) == list(expected["sg_class"].filled(""))
 
 
-def test_big_table_comes_back_in_its_original_row_order(client, classify, model_dir, tile_fields, tile_paths):
+def test_big_table_comes_back_in_its_original_row_order(
+    client, classify, field_psf, model_dir, tile_fields, tile_paths
+):
     parts = {tile: _tile_table(field, tile) for tile, field in tile_fields.items()}
     big = vstack(list(parts.values()))
     big["row"] = np.arange(len(big))
     shuffled = big[np.random.default_rng(5).permutation(len(big))]
-    result, failures = classify_tiles((shuffled, tile_paths), client=client, weights=model_dir, device="cpu")
+    result, failures = classify_tiles(
+        (shuffled, tile_paths), client=client, weights=model_dir, device="cpu", psf=field_psf
+    )
     assert failures == []
     np.testing.assert_array_equal(result["row"], shuffled["row"])
     expected = vstack([classify(parts[tile], tile_paths[tile]) for tile in parts])

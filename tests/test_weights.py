@@ -1,19 +1,16 @@
-"""The weights format (safetensors + model.json), its integrity checks and the model registry."""
+"""The weights format (safetensors + model.json) and its integrity checks (the registry: test_registry.py)."""
 
-import importlib.metadata
 import json
 import pickle
 import shutil
-import sys
-import textwrap
 
 import numpy as np
 import pytest
 import torch
 from safetensors import safe_open
 
-from astro_stargal import StarGalaxyWarning, list_models, load_model
-from astro_stargal.models import ENTRY_POINT_GROUP, METADATA_FILE, TENSOR_FILE, StarGalaxyNet, save_weights
+from astro_stargal import load_model
+from astro_stargal.models import METADATA_FILE, TENSOR_FILE, StarGalaxyNet, save_weights
 from astro_stargal.pipeline import FEATURE_NAMES
 
 
@@ -38,7 +35,7 @@ def net_inputs(bands):
 
 
 def metadata_for(bands, name="test"):
-    return {"name": name, "bands": list(bands), "stamp_size": 32}
+    return {"name": name, "bands": list(bands), "stamp_size": 32, "feature_names": list(FEATURE_NAMES)}
 
 
 def predictions(net, net_inputs):
@@ -172,79 +169,3 @@ def test_already_loaded_model_is_accepted(classify, field, model_dir):
     from_model = classify(field.table(), field.images(), weights=model)
     from_path = classify(field.table(), field.images())
     np.testing.assert_array_equal(from_model["p_star"], from_path["p_star"])
-
-
-# --- entry-point registry -----------------------------------------------------------------------
-
-
-@pytest.fixture
-def plugins(model_dir, tmp_path, monkeypatch):
-    """Register a working third-party model, a plugin that cannot be imported and one that raises."""
-    package = tmp_path / "plugin_site"
-    package.mkdir()
-    (package / "third_party_models.py").write_text(
-        textwrap.dedent(
-            f"""
-            def good():
-                return {str(model_dir)!r}
-
-            def raises():
-                raise RuntimeError("plugin exploded")
-
-            def gone():
-                return {str(tmp_path / "deleted")!r}
-            """
-        )
-    )
-    monkeypatch.syspath_prepend(str(package))
-    entry_point = importlib.metadata.EntryPoint
-    registered = importlib.metadata.EntryPoints(
-        [
-            entry_point("third-party-good", "third_party_models:good", ENTRY_POINT_GROUP),
-            entry_point("third-party-broken", "no_such_plugin_module:weights", ENTRY_POINT_GROUP),
-            entry_point("third-party-raises", "third_party_models:raises", ENTRY_POINT_GROUP),
-            entry_point("third-party-gone", "third_party_models:gone", ENTRY_POINT_GROUP),
-        ]
-    )
-
-    def entry_points(**selection):
-        return registered.select(**selection)
-
-    monkeypatch.setattr(importlib.metadata, "entry_points", entry_points)
-    yield
-    sys.modules.pop("third_party_models", None)
-
-
-@pytest.mark.usefixtures("plugins")
-def test_list_models_lists_working_plugins_and_warns_about_broken_ones():
-    with pytest.warns(StarGalaxyWarning) as record:
-        models = list_models()
-
-    available = dict(zip(models["name"], models["available"], strict=True))
-    assert available["third-party-good"]
-    assert not available["third-party-raises"]
-    assert not available["third-party-gone"]
-    assert "third-party-broken" not in available
-    messages = " ".join(str(warning.message) for warning in record)
-    for name in ("third-party-broken", "third-party-raises", "third-party-gone"):
-        assert name in messages
-    good = models[models["name"] == "third-party-good"][0]
-    assert good["bands"] == "NUV u g r i z y"
-    assert good["stamp_size"] == 32
-
-
-@pytest.mark.usefixtures("plugins")
-def test_load_model_by_registered_name():
-    model = load_model("third-party-good", device="cpu")
-    assert model.name == "test"
-
-
-@pytest.mark.usefixtures("plugins")
-def test_unknown_model_name_lists_the_registered_ones():
-    with pytest.warns(StarGalaxyWarning), pytest.raises(FileNotFoundError, match="third-party-good"):
-        load_model("no-such-model", device="cpu")
-
-
-def test_bundled_model_is_registered_through_the_same_entry_point_group():
-    names = [entry.name for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)]
-    assert "csst-resnet50-bilstm" in names

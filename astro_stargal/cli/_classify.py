@@ -8,6 +8,7 @@ from ._common import (
     output_options,
     parse_band_assignment,
     parse_position_columns,
+    parse_psf_assignment,
     parse_zeropoint_assignment,
     positive_integer,
     threshold_value,
@@ -39,7 +40,13 @@ def add_parser(subparsers):
     parser.add_argument(
         "--format", help="astropy table format of input and output when not clear from the name"
     )
-    parser.add_argument("--weights", help="model name or weights directory (default: the bundled model)")
+    parser.add_argument(
+        "--model",
+        "--weights",
+        dest="weights",
+        metavar="NAME_OR_PATH",
+        help="model name (astro-stargal info lists them) or weights directory (default: the bundled model)",
+    )
     parser.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: best available)")
     parser.add_argument(
         "--threshold", type=threshold_value, default=0.5, help="p_star threshold for sg_class (default 0.5)"
@@ -64,6 +71,21 @@ def add_parser(subparsers):
         "--ignore-header-bands",
         action="store_true",
         help="do not read band names from FITS headers (for mislabelled headers): a file gives its first image",
+    )
+    parser.add_argument(
+        "--psf",
+        action="append",
+        type=parse_psf_assignment,
+        default=[],
+        metavar="BAND=PATH",
+        help="PSFEx model (.psf) of a band's PSF; repeat for each band. Bands without one have their "
+        "PSF measured from the catalog's isolated stars",
+    )
+    parser.add_argument(
+        "--no-recentre",
+        dest="recentre",
+        action="store_false",
+        help="cut the stamps at the catalog positions instead of at the centroid of each source's light",
     )
     parser.add_argument(
         "--overwrite", action="store_true", help="replace the output file and existing columns"
@@ -113,6 +135,10 @@ def run(args):
     if len(zeropoints) != len(args.zeropoint):
         msg = f"a band is given twice in --zeropoint: {[band for band, _ in args.zeropoint]}"
         raise ValueError(msg)
+    psfs = dict(args.psf)
+    if len(psfs) != len(args.psf):
+        msg = f"a band is given twice in --psf: {[band for band, _ in args.psf]}"
+        raise ValueError(msg)
     write_options = output_options(args)
     read_options = {"format": args.format} if args.format else {}
     try:
@@ -135,6 +161,8 @@ def run(args):
         position_columns=args.position_columns,
         zeropoints=zeropoints,
         header_bands=not args.ignore_header_bands,
+        psf=psfs or None,
+        recentre=args.recentre,
         overwrite=args.overwrite,
         **speed,
     )

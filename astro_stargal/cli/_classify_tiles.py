@@ -29,7 +29,13 @@ def add_parser(subparsers):
     parser.add_argument("--scheduler", metavar="ADDRESS", help="dask scheduler (default: a local cluster)")
     parser.add_argument("--n-workers", type=int, help="workers of the local cluster")
     parser.add_argument("--retries", type=int, default=1, help="tries again for a failing tile")
-    parser.add_argument("--weights", help="model name or weights directory (default: the bundled model)")
+    parser.add_argument(
+        "--model",
+        "--weights",
+        dest="weights",
+        metavar="NAME_OR_PATH",
+        help="model name (astro-stargal info lists them) or weights directory (default: the bundled model)",
+    )
     parser.add_argument("--device", help="device on each worker (default: the best it has)")
     parser.add_argument(
         "--batch-size",

@@ -16,6 +16,7 @@ __all__ = [
     "output_options",
     "parse_band_assignment",
     "parse_position_columns",
+    "parse_psf_assignment",
     "parse_zeropoint_assignment",
     "positive_integer",
     "threshold_value",
@@ -28,7 +29,7 @@ WRITE_FORMATS = {".vot": "votable", ".votable": "votable", ".xml": "votable"}
 #: -> its option, or ``'keyword=value'`` -> the switch that passes that value.
 CLASSIFY_OPTIONS = {
     "images": "--image",
-    "weights": "--weights",
+    "weights": "--model",
     "device": "--device",
     "batch_size": "--batch-size",
     "progress=True": "--progress",
@@ -41,6 +42,8 @@ CLASSIFY_OPTIONS = {
     "chunk_size": "--chunk-size",
     "workers": "--workers",
     "threads": "--threads",
+    "psf": "--psf",
+    "recentre=False": "--no-recentre",
 }
 
 # ``keyword=value`` as the library's messages write it: a quoted string, a tuple, a dict, a word.
@@ -107,13 +110,18 @@ def _command_line_value(value):
     return value.strip("'\"")
 
 
-def parse_band_assignment(text):
+def parse_band_assignment(text, option="--image", example="r=r.fits"):
     """``'r=r.fits'`` -> ``('r', 'r.fits')``; the band name is matched to the model's later, as in Python."""
     band, separator, path = text.partition("=")
     if not separator or not band.strip() or not path:
-        msg = f"--image expects BAND=PATH (e.g. r=r.fits), got {text!r}"
+        msg = f"{option} expects BAND=PATH (e.g. {example}), got {text!r}"
         raise argparse.ArgumentTypeError(msg)
     return band, path
+
+
+def parse_psf_assignment(text):
+    """``'r=r.psf'`` -> ``('r', 'r.psf')``: a band's PSFEx file."""
+    return parse_band_assignment(text, "--psf", "r=r.psf")
 
 
 def parse_zeropoint_assignment(text):

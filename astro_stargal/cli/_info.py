@@ -76,10 +76,12 @@ def run(args):
     if len(models) == 0:
         print("no models installed")
     for row in models:
-        state = "ok" if row["available"] else "unavailable"
-        print(
-            f"model {row['name']} [{state}]: bands {row['bands']}, stamp {row['stamp_size']} px, {row['path']}"
-        )
+        source = f"{row['source']} ({row['distribution']})" if row["distribution"] else row["source"]
+        if row["available"]:
+            state = f"bands {row['bands']}, stamp {row['stamp_size']} px, {row['path']}"
+        else:
+            state = f"unavailable: {row['reason']}"
+        print(f"model {row['name']} [{source}]: {state}")
     print(f"default device: {resolve_device()}")
     print(
         f"CPU threads for the network now: {default_threads(torch.device('cpu'))} "

@@ -7,7 +7,8 @@ def add_parser(subparsers):
     parser = subparsers.add_parser(
         "simulate",
         help="render CSST-like multi-band fields with a truth table (needs GalSim)",
-        description="Write OUTDIR/{band}.fits (or OUTDIR/tile{k}_{band}.fits) and OUTDIR/truth.ecsv.",
+        description="Write OUTDIR/{band}.fits (or OUTDIR/tile{k}_{band}.fits) and OUTDIR/truth.ecsv; "
+        "with --realism also the weight, PSF and defect maps beside each image.",
     )
     parser.add_argument("outdir")
     parser.add_argument("--size", type=int, default=2048, help="field side in pixels")
@@ -19,7 +20,20 @@ def add_parser(subparsers):
     parser.add_argument(
         "--variation",
         action="store_true",
-        help="randomise PSF, profiles, sky, stellar spectra and reddening per tile",
+        help="randomise PSF, profiles, sky, stellar spectra and reddening per tile "
+        "(with --realism, also every realism option not given)",
+    )
+    parser.add_argument(
+        "--realism",
+        action="store_true",
+        help="skies like real co-adds: aberrated PSF varying over the tile, dithered resampled "
+        "exposures, defects, more source populations; writes {band}.weight/.psf/.defects.fits too",
+    )
+    parser.add_argument(
+        "--psf-fwhm",
+        type=float,
+        metavar="ARCSEC",
+        help="r-band FWHM of the aberrated PSF at the tile centre (implies --realism)",
     )
     parser.set_defaults(run=run)
 
@@ -27,13 +41,18 @@ def add_parser(subparsers):
 def run(args):
     import numpy as np
 
-    from ..simulate import simulate_tiles
+    from ..simulate import AberratedPSF, Realism, simulate_tiles
 
     optional = {
         key: getattr(args, key)
         for key in ("star_density", "galaxy_density")
         if getattr(args, key, None) is not None
     }
+    psf_fwhm = getattr(args, "psf_fwhm", None)
+    if psf_fwhm is not None:
+        optional["realism"] = Realism(psf=AberratedPSF(r_fwhm=psf_fwhm))
+    elif getattr(args, "realism", False):
+        optional["realism"] = Realism()
     truth = simulate_tiles(
         args.outdir,
         args.tiles or 1,

@@ -23,6 +23,7 @@ from astropy.io import fits
 from astropy.nddata import InverseVariance, NDData, StdDevUncertainty, VarianceUncertainty
 from astropy.stats import mad_std
 from astropy.wcs import WCS, FITSFixedWarning
+from astropy.wcs.utils import proj_plane_pixel_scales
 
 from ..exceptions import StarGalaxyWarning
 from ..instrument import CSST_BANDS, ab_zeropoint
@@ -183,6 +184,13 @@ class BandImage:
     def shape(self):
         """Shape of the pixel array, ``(ny, nx)``."""
         return self.data.shape
+
+    @property
+    def pixel_scale(self):
+        """Mean pixel scale in arcsec from the WCS, or None for an image without one."""
+        if self.wcs is None:
+            return None
+        return float(np.mean(proj_plane_pixel_scales(self.wcs))) * 3600.0
 
 
 def read_images(images, bands, *, zeropoints=None, header_bands=True):

@@ -11,16 +11,26 @@ A weights directory holds two files:
     anything is loaded), bands, stamp size, pixel scale, feature names and
     normalisation, architecture, training-data provenance and metrics.
 
-Models are found through the entry-point group ``astro_stargal.models``
-(read with `importlib.metadata`). Each entry point names a callable that
-returns the path of a weights directory; the bundled model registers itself
-there too. A plugin that fails to load becomes a warning, never a crash.
+Models have names, in one namespace filled from two places: the entry-point
+group ``astro_stargal.models`` (read with `importlib.metadata`), where each
+entry point names a callable that returns the path of a weights directory and
+the bundled model registers itself too, and `register_model` for models
+defined in code. A name claimed twice is an error unless forced; a plugin
+that fails to load is a warning naming it, never a crash, and `list_models`
+says why it is unavailable.
 """
 
 from ._device import resolve_device
 from ._format import METADATA_FILE, TENSOR_FILE
 from ._network import BACKBONES, StarGalaxyNet
-from ._registry import DEFAULT_MODEL, ENTRY_POINT_GROUP, bundled_model, list_models
+from ._registry import (
+    DEFAULT_MODEL,
+    ENTRY_POINT_GROUP,
+    bundled_model,
+    list_models,
+    register_model,
+    unregister_model,
+)
 from ._weights import LoadedModel, build_network, load_model, save_weights
 
 __all__ = [
@@ -35,6 +45,8 @@ __all__ = [
     "bundled_model",
     "list_models",
     "load_model",
+    "register_model",
     "resolve_device",
     "save_weights",
+    "unregister_model",
 ]

@@ -78,6 +78,8 @@ class StarGalaxyNet(nn.Module):
         self.n_bands = n_bands
         self.n_features = n_features
         self.branches = branches
+        self.backbone = backbone
+        self.lstm_hidden = lstm_hidden
         fused_width = 0
 
         if "image" in branches:

@@ -14,6 +14,7 @@ from ._format import (
     FORMAT_VERSION,
     METADATA_FILE,
     TENSOR_FILE,
+    check_metadata,
     dequantise_state,
     quantise_state,
     read_metadata,
@@ -58,6 +59,31 @@ class LoadedModel:
         return int(self.metadata["stamp_size"])
 
     @property
+    def feature_names(self):
+        """The catalog features, in the network's order."""
+        return tuple(self.metadata["feature_names"])
+
+    @property
+    def image_softening(self):
+        """Sky sigmas per unit of the stamps' asinh stretch (3 for models that predate the entry)."""
+        return float(self.metadata.get("preprocessing", {}).get("image_softening", 3.0))
+
+    @property
+    def pixel_scale(self):
+        """Arcsec per pixel of the images the model was trained on (None if it does not say)."""
+        return self.metadata.get("pixel_scale")
+
+    @property
+    def validity(self):
+        """The measured validity range: ``psf_fwhm`` (arcsec) and ``psf_ellipticity_max`` per band."""
+        return self.metadata.get("validity", {})
+
+    @property
+    def reference_psf_fwhm(self):
+        """Band -> FWHM (arcsec) of the PSF assumed where a band's PSF cannot be measured."""
+        return self.metadata.get("reference_psf_fwhm", {})
+
+    @property
     def name(self):
         """The model's name."""
         return self.metadata["name"]
@@ -73,8 +99,9 @@ def save_weights(net, directory, *, metadata, quantise=True):
     directory : str or `~pathlib.Path`
         Created if needed; existing weight files are replaced atomically.
     metadata : dict
-        At least ``name``, ``bands`` and ``stamp_size``; anything else JSON-able
-        (training provenance, metrics) is kept.
+        At least ``name``, ``bands``, ``stamp_size`` and ``feature_names`` (in the
+        network's order); ``preprocessing``, ``validity``, ``reference_psf_fwhm``
+        and anything else JSON-able (training provenance, metrics) are kept.
     quantise : bool, optional
         Store large weight matrices as per-channel int8 (about 4x smaller).
 
@@ -87,12 +114,13 @@ def save_weights(net, directory, *, metadata, quantise=True):
     --------
     >>> import tempfile
     >>> net = StarGalaxyNet(2, 6, backbone="resnet18")
-    >>> meta = {"name": "demo", "bands": ["g", "r"], "stamp_size": 32}
+    >>> from astro_stargal.pipeline import FEATURE_NAMES
+    >>> meta = {"name": "demo", "bands": ["g", "r"], "stamp_size": 32, "feature_names": list(FEATURE_NAMES)}
     >>> path = save_weights(net, tempfile.mkdtemp(), metadata=meta)
     >>> sorted(p.name for p in path.iterdir())
     ['model.json', 'model.safetensors']
     """
-    missing = {"name", "bands", "stamp_size"} - set(metadata)
+    missing = {"name", "bands", "stamp_size", "feature_names"} - set(metadata)
     if missing:
         msg = f"metadata lacks {sorted(missing)}"
         raise ValueError(msg)
@@ -110,7 +138,7 @@ def save_weights(net, directory, *, metadata, quantise=True):
         "sha256": sha256(tensor_path),
         "quantisation": "int8 per output channel, float16 scales" if quantise else "none",
         "architecture": {
-            "backbone": _backbone_name(net),
+            "backbone": net.backbone,
             "lstm_hidden": net.catalog_branch.hidden_size if "catalog" in net.branches else None,
             "branches": list(net.branches),
             "n_features": net.n_features,
@@ -120,6 +148,9 @@ def save_weights(net, directory, *, metadata, quantise=True):
         "temperature": float(net.temperature),
         "calibration_bias": float(net.calibration_bias),
     }
+    # The file says how its stamps are normalised, even when the caller left the standard value implicit.
+    full_metadata["preprocessing"] = {"image_softening": 3.0, **metadata.get("preprocessing", {})}
+    check_metadata(full_metadata, f"metadata for {str(directory)!r}")
     text = json.dumps(full_metadata, indent=2)
     atomic_write(directory / METADATA_FILE, lambda path: Path(path).write_text(text))
     return directory
@@ -131,9 +162,11 @@ def load_model(weights=None, *, device=None):
     Parameters
     ----------
     weights : str, `~pathlib.Path` or `LoadedModel`, optional
-        A registered model name (see `list_models`; default the bundled
-        ``'csst-resnet50-bilstm'``), a weights directory or its ``model.json``,
-        or an already loaded model (moved to ``device`` if needed).
+        A registered model name (see `list_models` and `register_model`;
+        default the bundled ``'csst-resnet50-bilstm'``), a weights directory
+        or its ``model.json``, or an already loaded model (moved to
+        ``device`` if needed). A string is a name when a model has it; one
+        that is also an existing path is refused as ambiguous.
     device : str or `torch.device`, optional
         See `resolve_device`.
 
@@ -145,9 +178,12 @@ def load_model(weights=None, *, device=None):
     ------
     ValueError
         If the tensor file's SHA-256 differs from the metadata (tampered or
-        truncated), or the tensors do not fit the described architecture.
+        truncated), the tensors do not fit the described architecture, the
+        name is claimed by two packages, or the named model's plugin fails.
     FileNotFoundError
         If the weights cannot be found.
+    ImportError
+        If the named model's plugin cannot be imported.
 
     Examples
     --------
@@ -246,10 +282,3 @@ def build_network(metadata):
         lstm_hidden=architecture["lstm_hidden"] or 64,
         branches=tuple(architecture["branches"]),
     )
-
-
-def _backbone_name(net):
-    if "image" not in net.branches:
-        return "resnet50"
-    blocks = net.image_branch.layer1[0]
-    return "resnet50" if hasattr(blocks, "conv3") else "resnet18"

@@ -186,11 +186,7 @@ def refine_positions(band_images, positions, bands, *, pixel_scale, max_shift=MA
 
 def _band_pixel_scale(image, default):
     """Arcsec per pixel of a band's image: from its WCS, else ``default``."""
-    if image.wcs is None:
-        return default
-    from astropy.wcs.utils import proj_plane_pixel_scales
-
-    return float(np.mean(proj_plane_pixel_scales(image.wcs))) * 3600.0
+    return image.pixel_scale or default
 
 
 def _with_new_positions(positions, rows, first, second):

@@ -18,6 +18,28 @@ cannot drift apart. Per band and source it measures:
 ``ellipticity``
     ``|Ixx - Iyy, 2 Ixy| / (Ixx + Iyy)`` from the same moments.
 
+Given the band's PSF (`~astro_stargal.pipeline.PSFTables`, the PSF sampled on
+the photometry box at every sub-pixel phase), it also measures the source
+against the PSF at its own place and phase (`PSF_FEATURE_NAMES`):
+
+``spread_model``
+    SExtractor's SPREAD_MODEL (Desai et al. 2012): ``(G.x)/(P.x) - (G.P)/(P.P)``
+    with ``x`` the source's pixels, ``P`` the PSF and ``G`` the PSF convolved
+    with a circular exponential of scale length FWHM/16; about 0 for a point
+    source, positive for an extended one.
+``psf_minus_aper``
+    Asinh magnitude of the PSF-fit flux ``(P.x)/(P.P)`` minus that of the
+    middle-aperture flux corrected to total with the PSF's own aperture
+    fraction; 0 for a point source, positive (fainter) for an extended one.
+``size_excess``
+    ``(size**2 - psf_size**2) / psf_size**2``: the ``size`` moment against the
+    same moment of the PSF.
+``concentration_excess``
+    ``concentration_outer`` minus the PSF's own.
+``psf_fwhm``, ``psf_ellipticity``
+    The local PSF's FWHM (image pixels) and ellipticity, so that the network
+    knows what it is comparing with.
+
 Aperture sums use photutils' exact circular masks. Masks are computed once per
 stamp size on a grid of 1/16-pixel sub-pixel offsets and then gathered for
 every source, so no per-source Python work is done; the offset is rounded by at
@@ -37,7 +59,15 @@ import numpy as np
 import torch
 from photutils.aperture import CircularAperture
 
-__all__ = ["APERTURE_RADII", "FEATURE_NAMES", "aperture_masks", "measure_features", "measure_features_torch"]
+__all__ = [
+    "APERTURE_RADII",
+    "FEATURE_NAMES",
+    "PSF_FEATURE_NAMES",
+    "aperture_masks",
+    "asinh_magnitude",
+    "measure_features",
+    "measure_features_torch",
+]
 
 #: Aperture radii in pixels (0.11", 0.22" and 0.44" at the CSST pixel scale).
 APERTURE_RADII = (1.5, 3.0, 6.0)
@@ -54,7 +84,7 @@ PHOTOMETRY_BOX = 16
 #: Number of sub-pixel offsets per pixel on which aperture masks are cached.
 SUBPIXEL_STEPS = 16
 
-#: Names of the per-band features, in the order of the last axis of `measure_features`.
+#: Names of the per-band features measured on the source alone, in the order `measure_features` gives them.
 FEATURE_NAMES = (
     "mag_aper",
     "snr_asinh",
@@ -62,6 +92,17 @@ FEATURE_NAMES = (
     "concentration_outer",
     "size",
     "ellipticity",
+)
+
+#: Names of the features measured against the local PSF (`~astro_stargal.pipeline.PSFTables`),
+#: which follow `FEATURE_NAMES` when `measure_features` is given the PSF.
+PSF_FEATURE_NAMES = (
+    "spread_model",
+    "psf_minus_aper",
+    "size_excess",
+    "concentration_excess",
+    "psf_fwhm",
+    "psf_ellipticity",
 )
 
 _ASINH_MAG_SCALE = 2.5 / np.log(10.0)
@@ -103,7 +144,7 @@ def aperture_masks(stamp_size):
     return masks
 
 
-def measure_features(stamps, x_in_stamp, y_in_stamp, *, noise, zeropoint):
+def measure_features(stamps, x_in_stamp, y_in_stamp, *, noise, zeropoint, psf_tables=None, psf_node=None):
     """Measure the catalog features of many sources in one band.
 
     Parameters
@@ -117,11 +158,16 @@ def measure_features(stamps, x_in_stamp, y_in_stamp, *, noise, zeropoint):
         ``(n_sources, n, n)`` noise stamps (NaN where unknown, which adds nothing).
     zeropoint : float
         AB zero point of the image.
+    psf_tables : `~astro_stargal.pipeline.PSFTables`, optional
+        The band's PSF; with it the `PSF_FEATURE_NAMES` follow the others.
+    psf_node : 1D int `~numpy.ndarray`, optional
+        Each source's node in ``psf_tables``.
 
     Returns
     -------
     features : 2D float32 `~numpy.ndarray`
-        ``(n_sources, len(FEATURE_NAMES))``; non-finite values are replaced by 0.
+        ``(n_sources, len(FEATURE_NAMES))``, plus ``len(PSF_FEATURE_NAMES)``
+        columns with a PSF; non-finite values are replaced by 0.
     background : 1D float32 `~numpy.ndarray`
         Local background per source (0 where no background pixel is valid).
     snr : 1D float64 `~numpy.ndarray`
@@ -162,19 +208,48 @@ def measure_features(stamps, x_in_stamp, y_in_stamp, *, noise, zeropoint):
         snr = fluxes[1] / flux_errors[1]
 
     size, ellipticity = _weighted_moments(signal, x_in_stamp - box_origin, y_in_stamp - box_origin)
-    features = np.stack(
-        [
-            asinh_mags[1],
-            np.arcsinh(snr),
-            asinh_mags[0] - asinh_mags[2],
-            asinh_mags[1] - asinh_mags[2],
-            size,
-            ellipticity,
-        ],
-        axis=1,
-    )
-    features = np.nan_to_num(features, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
+    columns = [
+        asinh_mags[1],
+        np.arcsinh(snr),
+        asinh_mags[0] - asinh_mags[2],
+        asinh_mags[1] - asinh_mags[2],
+        size,
+        ellipticity,
+    ]
+    if psf_tables is not None:
+        columns += _against_psf(
+            signal, i, j, psf_node, psf_tables, fluxes[1], flux_errors[1], size, columns[3]
+        )
+    features = np.nan_to_num(np.stack(columns, axis=1), nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
     return features, background.astype(np.float32), snr
+
+
+def _against_psf(signal, i, j, node, tables, middle_flux, middle_error, size, concentration_outer):
+    """The `PSF_FEATURE_NAMES` columns (NumPy, float64), from the source's box and the tabulated PSF."""
+    psf = tables.boxes[node, j, i].astype(np.float64)
+    smeared = tables.smeared[node, j, i].astype(np.float64)
+    psf_dot_signal = np.einsum("nyx,nyx->n", psf, signal)
+    psf_dot_psf = np.einsum("nyx,nyx->n", psf, psf)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        spread_model = (
+            np.einsum("nyx,nyx->n", smeared, signal) / psf_dot_signal
+            - np.einsum("nyx,nyx->n", smeared, psf) / psf_dot_psf
+        )
+        psf_flux = psf_dot_signal / psf_dot_psf
+        aperture_total = middle_flux / tables.middle_fraction[node, j, i]
+        psf_minus_aper = asinh_magnitude(psf_flux, middle_error, 0.0) - asinh_magnitude(
+            aperture_total, middle_error, 0.0
+        )
+        psf_size = np.square(tables.size[node, j, i].astype(np.float64))
+        size_excess = (np.square(size) - psf_size) / psf_size
+    return [
+        np.clip(spread_model, -1, 1),
+        psf_minus_aper,
+        size_excess,
+        concentration_outer - tables.concentration[node, j, i],
+        tables.fwhm[node].astype(np.float64),
+        tables.ellipticity[node].astype(np.float64),
+    ]
 
 
 def _local_background(stamps):
@@ -251,7 +326,9 @@ def _background_ring(stamp_size, device):
     return torch.from_numpy(np.flatnonzero(outer)).to(device)
 
 
-def measure_features_torch(stamps, x_in_stamp, y_in_stamp, *, noise, zeropoint):
+def measure_features_torch(
+    stamps, x_in_stamp, y_in_stamp, *, noise, zeropoint, psf_tables=None, psf_node=None
+):
     """`measure_features` in PyTorch, on the device of the stamps (float32 throughout).
 
     The GPU kernel of the same measurement: the test suite checks that both
@@ -269,11 +346,16 @@ def measure_features_torch(stamps, x_in_stamp, y_in_stamp, *, noise, zeropoint):
         stamp, or ``(n, s, s)`` noise stamps (NaN where unknown, which adds nothing).
     zeropoint : float or 1D `torch.Tensor`
         AB zero point of the image (one value, or one per stamp).
+    psf_tables : `~astro_stargal.pipeline.PSFTables`, optional
+        As tensors on the stamps' device (`~astro_stargal.pipeline.PSFTables.to`).
+    psf_node : 1D int64 `torch.Tensor`, optional
+        Each stamp's node in ``psf_tables``.
 
     Returns
     -------
     features : 2D float32 `torch.Tensor`
-        ``(n, len(FEATURE_NAMES))``; non-finite values are replaced by 0.
+        ``(n, len(FEATURE_NAMES))``, plus the `PSF_FEATURE_NAMES` columns with
+        a PSF; non-finite values are replaced by 0.
     background : 1D float32 `torch.Tensor`
         Local background per stamp (0 where no background pixel is valid).
     snr : 1D float32 `torch.Tensor`
@@ -318,19 +400,45 @@ def measure_features_torch(stamps, x_in_stamp, y_in_stamp, *, noise, zeropoint):
     snr = fluxes[1] / flux_errors[1]
 
     size, ellipticity = _weighted_moments_torch(signal, x_in_stamp - box_origin, y_in_stamp - box_origin)
-    features = torch.stack(
-        [
-            asinh_mags[1],
-            torch.asinh(snr),
-            asinh_mags[0] - asinh_mags[2],
-            asinh_mags[1] - asinh_mags[2],
-            size,
-            ellipticity,
-        ],
-        dim=1,
-    )
-    features = torch.nan_to_num(features, nan=0.0, posinf=0.0, neginf=0.0)
+    columns = [
+        asinh_mags[1],
+        torch.asinh(snr),
+        asinh_mags[0] - asinh_mags[2],
+        asinh_mags[1] - asinh_mags[2],
+        size,
+        ellipticity,
+    ]
+    if psf_tables is not None:
+        columns += _against_psf_torch(
+            signal, i, j, psf_node.long(), psf_tables, fluxes[1], flux_errors[1], size, columns[3]
+        )
+    features = torch.nan_to_num(torch.stack(columns, dim=1), nan=0.0, posinf=0.0, neginf=0.0)
     return features, background, snr
+
+
+def _against_psf_torch(signal, i, j, node, tables, middle_flux, middle_error, size, concentration_outer):
+    """`_against_psf` in PyTorch (float32)."""
+    psf = tables.boxes[node, j, i]
+    smeared = tables.smeared[node, j, i]
+    psf_dot_signal = (psf * signal).sum(dim=(-2, -1))
+    psf_dot_psf = (psf * psf).sum(dim=(-2, -1))
+    spread_model = (smeared * signal).sum(dim=(-2, -1)) / psf_dot_signal - (smeared * psf).sum(
+        dim=(-2, -1)
+    ) / psf_dot_psf
+    psf_flux = psf_dot_signal / psf_dot_psf
+    aperture_total = middle_flux / tables.middle_fraction[node, j, i]
+    psf_minus_aper = _asinh_magnitude_torch(psf_flux, middle_error, 0.0) - _asinh_magnitude_torch(
+        aperture_total, middle_error, 0.0
+    )
+    psf_size = tables.size[node, j, i].square()
+    return [
+        spread_model.clamp(-1, 1),
+        psf_minus_aper,
+        (size.square() - psf_size) / psf_size,
+        concentration_outer - tables.concentration[node, j, i],
+        tables.fwhm[node],
+        tables.ellipticity[node],
+    ]
 
 
 def _local_background_torch(stamps):

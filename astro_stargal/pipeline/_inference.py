@@ -236,6 +236,7 @@ def predict_sources(
     chunk_size=CHUNK_SIZE,
     workers=None,
     threads=None,
+    psf_models=None,
 ):
     """Star probability and flags for every source.
 
@@ -258,6 +259,9 @@ def predict_sources(
     threads : int, optional
         PyTorch threads running the network during the call (default
         `default_threads`); the caller's setting is restored afterwards.
+    psf_models : dict, optional
+        Band -> `~astro_stargal.psf.PSFModel`; needed for a model whose
+        features include PSF-relative ones (`~astro_stargal.pipeline.band_psfs`).
 
     Returns
     -------
@@ -280,16 +284,25 @@ def predict_sources(
     if progress is None:
         progress = expected_seconds(n_sources, model.device, threads) > PROGRESS_AFTER_SECONDS
     with _torch_threads(threads):
-        return _predict(model, band_images, positions, batch_size, progress, chunk_size, workers)
+        return _predict(model, band_images, positions, batch_size, progress, chunk_size, workers, psf_models)
 
 
-def _predict(model, band_images, positions, batch_size, progress, chunk_size, workers):
+def _predict(model, band_images, positions, batch_size, progress, chunk_size, workers, psf_models):
     n_sources = len(positions)
     p_star = np.full(n_sources, np.nan, dtype=np.float32)
     flags = np.zeros(n_sources, dtype=np.int32)
     on_gpu = model.device.type == "cuda"
     same_grid = shared_grids(band_images, model.bands)
-    constants = BandConstants.from_images(band_images, model.bands)
+    # What the stamps and features are is the model's to say (its metadata), not this module's.
+    constants = BandConstants.from_images(
+        band_images,
+        model.bands,
+        feature_names=model.feature_names,
+        image_softening=model.image_softening,
+        psf_models=psf_models,
+        stamp_size=model.stamp_size,
+    )
+    located = {"same_grid": same_grid, "pin_memory": on_gpu, "psf_models": psf_models}
 
     # With room on the GPU for the images, the GPU cuts the stamps itself and the CPU only locates them.
     device_images = None
@@ -299,12 +312,8 @@ def _predict(model, band_images, positions, batch_size, progress, chunk_size, wo
     def prepare(start):
         chunk = positions[start : start + chunk_size]
         if device_images is not None:
-            return locate_sources(
-                band_images, chunk, model.bands, model.stamp_size, same_grid=same_grid, pin_memory=on_gpu
-            )
-        raw = cut_stamps(
-            band_images, chunk, model.bands, model.stamp_size, same_grid=same_grid, pin_memory=on_gpu
-        )
+            return locate_sources(band_images, chunk, model.bands, model.stamp_size, **located)
+        raw = cut_stamps(band_images, chunk, model.bands, model.stamp_size, **located)
         # On a GPU the rest of the preparation runs there, batch by batch, beside the network.
         return raw if on_gpu else finish_inputs(raw, constants)
 

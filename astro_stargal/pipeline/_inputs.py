@@ -33,7 +33,8 @@ import torch
 
 from ..flags import SourceFlag
 from ._cutouts import extract_stamps, stamp_origin
-from ._features import FEATURE_NAMES, measure_features, measure_features_torch
+from ._features import FEATURE_NAMES, PSF_FEATURE_NAMES, measure_features, measure_features_torch
+from ._psf_tables import PSFTables
 
 __all__ = [
     "IMAGE_SOFTENING",
@@ -63,6 +64,9 @@ CENTRAL_HALF_WIDTH = 2
 _ORIGIN_LIMIT = 2**30
 
 _NUMPY_DTYPES = {torch.float32: np.float32, torch.int32: np.int32, torch.bool: np.bool_}
+
+#: Every feature this version can measure: on the source alone, then against the local PSF.
+KNOWN_FEATURES = FEATURE_NAMES + PSF_FEATURE_NAMES
 
 
 def _field_values(record):
@@ -170,6 +174,9 @@ class RawStamps(_SourceRows):
         noise map (None otherwise): cut from the map (NaN where the pixel is
         bad or off the image), the band's sky noise everywhere in a band
         without one, NaN in a band without an image.
+    psf_node : 2D int32 `torch.Tensor` or None
+        ``(n_sources, n_bands)`` node of the band's PSF model nearest each
+        source, when PSF models are given (None otherwise).
 
     Examples
     --------
@@ -194,6 +201,7 @@ class RawStamps(_SourceRows):
     centre_on_image: torch.Tensor
     position_valid: torch.Tensor
     noise: torch.Tensor | None = None
+    psf_node: torch.Tensor | None = None
 
     def __len__(self):
         return len(self.position_valid)
@@ -213,6 +221,14 @@ class BandConstants:
         ``(n_bands, 2)`` image shape ``(ny, nx)`` (0 where unavailable).
     noise_map : 1D bool `torch.Tensor`
         The band has a per-pixel noise map.
+    feature_index : 1D int64 `torch.Tensor`
+        Columns of the measured features that make the model's catalog, in its order.
+    image_softening : 0D float32 `torch.Tensor`
+        Sky sigmas per unit of the stamps' asinh stretch.
+    psf_tables : `PSFTables` or None
+        Every band's PSF, nodes stacked, when the model uses PSF features.
+    psf_offset : 1D int64 `torch.Tensor`
+        Index in ``psf_tables`` of each band's node 0.
 
     Examples
     --------
@@ -231,13 +247,27 @@ class BandConstants:
     saturation: torch.Tensor
     shape: torch.Tensor
     noise_map: torch.Tensor
+    feature_index: torch.Tensor
+    image_softening: torch.Tensor
+    psf_tables: PSFTables | None
+    psf_offset: torch.Tensor
 
     def to(self, device):
         """The same constants on ``device``."""
         return _map_fields(self, lambda part: part.to(device))
 
     @classmethod
-    def from_images(cls, band_images, bands, device="cpu"):
+    def from_images(
+        cls,
+        band_images,
+        bands,
+        device="cpu",
+        *,
+        feature_names=FEATURE_NAMES,
+        image_softening=IMAGE_SOFTENING,
+        psf_models=None,
+        stamp_size=None,
+    ):
         """Collect the constants of ``band_images`` in the order of ``bands``.
 
         Parameters
@@ -246,11 +276,40 @@ class BandConstants:
             Band -> `~astro_stargal.io.BandImage`, any subset of ``bands``.
         bands : sequence of str
         device : str or `torch.device`, optional
+        feature_names : sequence of str, optional
+            The model's catalog features, in its order (see `KNOWN_FEATURES`).
+        image_softening : float, optional
+            Sky sigmas per unit of the stamps' asinh stretch.
+        psf_models : dict, optional
+            Band -> `~astro_stargal.psf.PSFModel`, for every band in
+            ``band_images``; needed when ``feature_names`` has PSF features.
+        stamp_size : int, optional
+            Needed with ``psf_models``.
 
         Returns
         -------
         constants : `BandConstants`
+
+        Raises
+        ------
+        ValueError
+            If a feature name is unknown, or PSF features are asked for
+            without a PSF for every band.
         """
+        feature_index, needs_psf = _feature_index(feature_names)
+        tables, offsets = None, [0] * len(bands)
+        if needs_psf:
+            missing = [band for band in band_images if band not in (psf_models or {})]
+            if missing:
+                msg = f"the model measures sources against the PSF, but band(s) {missing} have no PSF model"
+                raise ValueError(msg)
+            present = [band for band in bands if band in band_images]
+            stacked, first_nodes = PSFTables.stack(
+                [PSFTables.from_psf(psf_models[b], stamp_size) for b in present]
+            )
+            tables = stacked.to(device)
+            for band, first in zip(present, first_nodes, strict=True):
+                offsets[list(bands).index(band)] = first
         images = [band_images.get(band) for band in bands]
 
         def column(value, missing, dtype=torch.float32):
@@ -264,7 +323,21 @@ class BandConstants:
             saturation=column(lambda image: image.saturation, np.inf),
             shape=column(lambda image: image.shape, (0, 0), torch.int64),
             noise_map=column(lambda image: image.noise_map is not None, False, torch.bool),
+            feature_index=torch.tensor(feature_index, dtype=torch.int64, device=device),
+            image_softening=torch.tensor(float(image_softening), dtype=torch.float32, device=device),
+            psf_tables=tables,
+            psf_offset=torch.tensor(offsets, dtype=torch.int64, device=device),
         )
+
+
+def _feature_index(feature_names):
+    """Columns of the measured features (`KNOWN_FEATURES` order) that make a model's catalog, and whether PSF ones are among them."""
+    unknown = [name for name in feature_names if name not in KNOWN_FEATURES]
+    if unknown:
+        msg = f"unknown catalog feature(s) {unknown}; this version measures {list(KNOWN_FEATURES)}"
+        raise ValueError(msg)
+    index = [KNOWN_FEATURES.index(name) for name in feature_names]
+    return index, any(name in PSF_FEATURE_NAMES for name in feature_names)
 
 
 def shared_grids(band_images, bands):
@@ -341,7 +414,9 @@ def pixel_positions_by_band(band_images, positions, bands, same_grid=None):
     return {band: transformed[grid] for band, grid in same_grid.items()}
 
 
-def locate_sources(band_images, positions, bands, stamp_size, *, same_grid=None, pin_memory=False):
+def locate_sources(
+    band_images, positions, bands, stamp_size, *, same_grid=None, pin_memory=False, psf_models=None
+):
     """Where each source's stamp falls in each band: everything of `RawStamps` but the pixels.
 
     Parameters
@@ -358,6 +433,8 @@ def locate_sources(band_images, positions, bands, stamp_size, *, same_grid=None,
         `shared_grids` of ``band_images`` (computed here when not given).
     pin_memory : bool, optional
         Use page-locked memory, for asynchronous copies to a GPU.
+    psf_models : dict, optional
+        Band -> `~astro_stargal.psf.PSFModel`: fills ``psf_node``.
 
     Returns
     -------
@@ -378,10 +455,10 @@ def locate_sources(band_images, positions, bands, stamp_size, *, same_grid=None,
     >>> raw.pixels is None, raw.origin[:, 1].tolist(), raw.x_in_stamp[:, 1].tolist()
     (True, [[14, 14], [-14, 24]], [16.0, 16.0])
     """
-    return _locate(band_images, positions, bands, stamp_size, same_grid, pin_memory)[0]
+    return _locate(band_images, positions, bands, stamp_size, same_grid, pin_memory, psf_models)[0]
 
 
-def _locate(band_images, positions, bands, stamp_size, same_grid, pin_memory=False):
+def _locate(band_images, positions, bands, stamp_size, same_grid, pin_memory=False, psf_models=None):
     """`locate_sources`, and each present band's pixel positions (`pixel_positions_by_band`)."""
     pixels = pixel_positions_by_band(band_images, positions, bands, same_grid)
     n_sources, n_bands = len(positions), len(bands)
@@ -396,6 +473,7 @@ def _locate(band_images, positions, bands, stamp_size, same_grid, pin_memory=Fal
         origin=zeros((n_sources, n_bands, 2), torch.int32),
         centre_on_image=zeros((n_sources, n_bands), torch.bool),
         position_valid=zeros(n_sources, torch.bool),
+        psf_node=None if psf_models is None else zeros((n_sources, n_bands), torch.int32),
     )
     x_in_stamp, y_in_stamp = tensors.x_in_stamp.numpy(), tensors.y_in_stamp.numpy()
     origin, centre_on_image = tensors.origin.numpy(), tensors.centre_on_image.numpy()
@@ -412,10 +490,14 @@ def _locate(band_images, positions, bands, stamp_size, same_grid, pin_memory=Fal
         x_in_stamp[:, index] = np.where(finite, x - x0, 0.0)
         y_in_stamp[:, index] = np.where(finite, y - y0, 0.0)
         centre_on_image[:, index] = finite & _centre_on_image(x, y, band_images[band].shape)
+        if psf_models is not None and band in psf_models:
+            tensors.psf_node.numpy()[:, index] = psf_models[band].node_of(x, y)
     return tensors, pixels
 
 
-def cut_stamps(band_images, positions, bands, stamp_size, *, same_grid=None, pin_memory=False):
+def cut_stamps(
+    band_images, positions, bands, stamp_size, *, same_grid=None, pin_memory=False, psf_models=None
+):
     """Stage 1: cut every source's raw stamp in every band (NumPy gathers, no arithmetic on pixels).
 
     Parameters
@@ -432,6 +514,8 @@ def cut_stamps(band_images, positions, bands, stamp_size, *, same_grid=None, pin
         `shared_grids` of ``band_images`` (computed here when not given).
     pin_memory : bool, optional
         Cut into page-locked memory, for fast asynchronous copies to a GPU.
+    psf_models : dict, optional
+        Band -> `~astro_stargal.psf.PSFModel`: fills ``psf_node``.
 
     Returns
     -------
@@ -450,7 +534,9 @@ def cut_stamps(band_images, positions, bands, stamp_size, *, same_grid=None, pin
     >>> int(raw.pixels[1, 1].isnan().sum())  # the second source's stamp runs 14 columns off the image
     448
     """
-    raw, pixel_positions = _locate(band_images, positions, bands, stamp_size, same_grid, pin_memory)
+    raw, pixel_positions = _locate(
+        band_images, positions, bands, stamp_size, same_grid, pin_memory, psf_models
+    )
     shape = (len(positions), len(bands), stamp_size, stamp_size)
     pixels = _host_array(shape, torch.float32, pin_memory)
     pixel_view = pixels.numpy()
@@ -638,7 +724,9 @@ def _finish_numpy(raw, constants):
     origin = raw.origin.numpy()
     n_sources, n_bands, size, _ = pixels.shape
     stamps = np.zeros((n_sources, 2 * n_bands, size, size), dtype=np.float32)
-    catalog = np.zeros((n_sources, n_bands, len(FEATURE_NAMES) + 1), dtype=np.float32)
+    feature_index = constants.feature_index.cpu().numpy()
+    catalog = np.zeros((n_sources, n_bands, len(feature_index) + 1), dtype=np.float32)
+    softening = float(constants.image_softening)
     position_valid = raw.position_valid.numpy()
     flags = np.where(position_valid, 0, SourceFlag.BAD_POSITION).astype(np.int32)
     best_snr = np.full(n_sources, -np.inf)
@@ -672,20 +760,25 @@ def _finish_numpy(raw, constants):
         noise = float(constants.noise[index])
         if constants.noise_map[index]:
             noise = raw.noise.numpy()[rows, index]
+        psf = {}
+        if constants.psf_tables is not None:
+            node = raw.psf_node.numpy()[rows, index].astype(np.intp) + int(constants.psf_offset[index])
+            psf = {"psf_tables": constants.psf_tables.numpy(), "psf_node": node}
         features, background, snr = measure_features(
             present_pixels,
             x_in_stamp[rows, index],
             y_in_stamp[rows, index],
             noise=noise,
             zeropoint=float(constants.zeropoint[index]),
+            **psf,
         )
         normalised = present_pixels - background[:, None, None]
-        normalised /= IMAGE_SOFTENING * noise
+        normalised /= softening * noise
         np.arcsinh(normalised, out=normalised)
         normalised[~valid] = 0.0
         stamps[rows, index] = normalised
         stamps[rows, n_bands + index] = valid
-        catalog[rows, index, :-1] = features
+        catalog[rows, index, :-1] = features[:, feature_index]
         catalog[rows, index, -1] = 1.0
         best_snr[rows] = np.maximum(best_snr[rows], snr)
 
@@ -728,19 +821,24 @@ def _finish_torch(raw, constants):
 
     # Per-pixel noise stamps when some band has a noise map, else one sky noise per band.
     noise = constants.noise[:, None, None] if raw.noise is None else raw.noise
+    psf = {}
+    if constants.psf_tables is not None:
+        node = raw.psf_node.long() + constants.psf_offset
+        psf = {"psf_tables": constants.psf_tables, "psf_node": node.flatten()}
     features, background, snr = measure_features_torch(
         pixels.flatten(0, 1),
         raw.x_in_stamp.flatten(),
         raw.y_in_stamp.flatten(),
         noise=constants.noise.repeat(n_sources) if raw.noise is None else raw.noise.flatten(0, 1),
         zeropoint=constants.zeropoint.repeat(n_sources),
+        **psf,
     )
-    features = features.view(n_sources, n_bands, -1)
+    features = features.view(n_sources, n_bands, -1)[..., constants.feature_index]
     background = background.view(n_sources, n_bands)
     snr = snr.view(n_sources, n_bands)
 
     keep = valid & present[..., None, None]
-    normalised = (pixels - background[..., None, None]) / (IMAGE_SOFTENING * noise)
+    normalised = (pixels - background[..., None, None]) / (constants.image_softening * noise)
     normalised = torch.where(keep, torch.asinh(normalised), 0.0)
     stamps = torch.cat([normalised, keep.float()], dim=1)
     present_column = present[..., None].float()

@@ -22,8 +22,6 @@ follows them at the scale the stars allow.
 import warnings
 
 import numpy as np
-from astropy.nddata import NDData
-from astropy.table import Table
 from scipy.spatial import cKDTree
 
 from ._model import PSFModel
@@ -183,7 +181,7 @@ def measure_psf(data, x, y, *, noise, saturation=np.inf, mask=None, min_stars=MI
     >>> len(psf), abs(float(psf.fwhm[0]) / (2.355 * 0.9) - 1) < 0.05
     (1, True)
     """
-    from photutils.psf import EPSFBuilder, extract_stars
+    from photutils.psf import EPSFBuilder, EPSFStar, EPSFStars
 
     stars, _ = select_psf_stars(data, x, y, noise=noise, saturation=saturation, mask=mask)
     if len(stars) < min_stars:
@@ -191,22 +189,28 @@ def measure_psf(data, x, y, *, noise, saturation=np.inf, mask=None, min_stars=MI
         raise PSFMeasurementError(msg)
     nodes = _nodes(data.shape, len(stars), min_stars)
     per_node = min(MAX_STARS_PER_NODE, max(min_stars, 2 * len(stars) // len(nodes)))
-    tree = cKDTree(np.column_stack([x[stars], y[stars]]))
-    _, nearest = tree.query(nodes, k=[*range(1, min(per_node, len(stars)) + 1)])
-    image = NDData(np.asarray(data, dtype=np.float64), mask=mask)
+    _, nearest = cKDTree(np.column_stack([x[stars], y[stars]])).query(
+        nodes, k=[*range(1, min(per_node, len(stars)) + 1)]
+    )
+    # Each star as a small box, so the whole image is never copied (the image is sky-subtracted).
+    boxes = _cut_boxes(data, mask, x[stars], y[stars])
+    half = BOX_SIZE // 2
+    corner_x, corner_y = np.rint(x[stars]).astype(int) - half, np.rint(y[stars]).astype(int) - half
+    cutouts = [
+        EPSFStar(box, cutout_center=(xs - x0, ys - y0), origin=(x0, y0))
+        for box, xs, ys, x0, y0 in zip(boxes, x[stars], y[stars], corner_x, corner_y, strict=True)
+    ]
     # The quadratic smoothing kernel: the default quartic one leaves these undersampled PSFs 2-5% too sharp.
     builder = EPSFBuilder(
         oversampling=OVERSAMPLING, smoothing_kernel="quadratic", maxiters=5, progress_bar=False
     )
-    images, counts = [], []
+    images = []
     for chosen in nearest:
-        chosen = np.atleast_1d(chosen)
-        catalog = Table({"x": x[stars[chosen]], "y": y[stars[chosen]]})
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # photutils warns about stars it drops near edges
-            epsf = builder(extract_stars(image, catalog, size=BOX_SIZE)).epsf
+            warnings.simplefilter("ignore")  # photutils warns about stars it gives up on
+            epsf = builder(EPSFStars([cutouts[k] for k in chosen])).epsf
         images.append(np.clip(epsf.data, 0, None))
-        counts.append(len(chosen))
+    counts = [len(chosen) for chosen in nearest]
     return PSFModel(np.array(images), nodes, oversampling=OVERSAMPLING, origin="measured", n_stars=counts)
 
 

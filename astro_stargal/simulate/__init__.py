@@ -60,22 +60,92 @@ stars).
 
 The drawn conditions are written to the headers (``STARSED``, ``EBVSTAR`` and
 ``EBVGAL`` for the stellar SEDs and reddening) and to the truth-table metadata.
+
+Skies that look like real co-adds (``realism=Realism()``)
+---------------------------------------------------------
+``simulate_field(size, seed=..., realism=Realism())`` renders what real
+co-added tiles have and the nominal field lacks; each part can be set
+explicitly or switched off (`Realism`, `AberratedPSF`, `Coadd`, `Defects`,
+`Populations` list every option with its typical value and random range).
+With ``variation=True`` every option left unset is drawn at random per field.
+Nominal fields (``realism=None``) are unchanged, bit for bit.
+
+* PSF: a GalSim ``OpticalPSF`` (obscured pupil, struts, Zernike defocus,
+  astigmatism, coma, trefoil and spherical) whose aberrations vary smoothly
+  over the tile and, as a fixed wavefront error, scale as 1/lambda, convolved
+  with an elliptical Gaussian jitter; ``AberratedPSF(r_fwhm=...)`` sets the
+  r-band FWHM at the tile centre (0.08-0.25 arcsec drawn with variation).
+  It is tabulated on a 4 x 4 grid of nodes over the tile and each source
+  takes the PSF of its cell. Bright stars get diffraction spikes out to
+  9.5 arcsec.
+* Co-adds: 2 (4 in NUV and y) dithered 150 s exposures, each with its own
+  noise, cosmic rays and chip gap, resampled to the tile with a Lanczos3 (or
+  bilinear) kernel and averaged with inverse-variance weights, so the noise is
+  correlated and the PSF broader; parts of the tile have fewer exposures.
+* Defects: residual cosmic rays, warm pixels, saturated stars with bleed
+  trails, smooth sky-subtraction residuals.
+* Populations: Sersic galaxies (n = 0.5-6), star-forming clumps (bluer than
+  their galaxy), close mergers, white dwarfs, M dwarfs with TiO/CaH/VO bands,
+  unresolved and resolved (0.05-0.3 arcsec) binaries, QSOs, saturating stars.
+
+Beside each image ``{band}.fits`` `write_field` and `simulate_tiles` write
+``{band}.weight.fits`` (``WEIGHT``: inverse variance of the background in
+(electron/s)^-2, zero where nothing was measured or a pixel saturated;
+``NEXP``: exposures per pixel), ``{band}.psf.fits`` (the true PSF of every node,
+with the pixel and resampling, 4 times oversampled, and a ``NODES`` table of
+their positions, FWHM, ellipticity and Zernike coefficients) and
+``{band}.defects.fits`` (`DefectFlag` bits per pixel); ``simulate_field(...,
+return_maps=True)`` returns them in memory. Headers record the PSF at the
+tile centre (``PSFFWHM``: optics and jitter; ``PSFFWHMC``: with resampling;
+``PSFELL``), the exposures and their dithers, and the defect rates; the
+truth-table metadata records the resolved options (``realism``), the
+aberration pattern and per-band summaries (``bands``).
+
+A realistic truth table has these columns besides the nominal ones:
+
+* ``point_like`` (bool): what ``p_star`` should say, True for stars and QSOs;
+* ``population``: ``star`` (main sequence), ``m_dwarf``, ``white_dwarf``,
+  ``unresolved_binary``, ``qso`` or ``galaxy``;
+* ``system``: the ``id`` of the system a source belongs to (its own id for a
+  single source; the primary's id for both members of a resolved binary or a
+  merger), so that evaluation can report pairs apart;
+* ``separation`` (arcsec): distance between the two members of a system, NaN
+  for single sources;
+* ``n_clumps``: star-forming clumps of a galaxy;
+* ``companion_temperature`` (K): the unresolved companion of a binary, else 0.
+
+How QSOs are scored
+-------------------
+A QSO is a point source, and the classifier's ``p_star`` says "point-like".
+QSOs therefore count with the stars: train and score on ``point_like``
+(``truth_column='point_like'`` in evaluation, ``label_column='point_like'``
+in training), and report them apart through ``label == 'qso'`` (or
+``population``). A resolved binary is two stars, one row each; an unresolved
+binary is one star.
 """
 
 from ._conditions import FieldConditions, draw_field_conditions
+from ._defects import DefectFlag
 from ._demo_data import make_demo_data
 from ._depth import DEPTH_APERTURE_RADIUS, measure_depth, validate_field
 from ._field import simulate_field, simulate_tiles, write_field
 from ._galsim import import_galsim, make_gsparams
 from ._populations import DEFAULT_GALAXY_DENSITY, DEFAULT_STAR_DENSITY, draw_galaxies, draw_stars
 from ._psf import BandPSF, build_band_psf
+from ._realism import AberratedPSF, Coadd, Defects, Populations, Realism
 
 __all__ = [
     "DEFAULT_GALAXY_DENSITY",
     "DEFAULT_STAR_DENSITY",
     "DEPTH_APERTURE_RADIUS",
+    "AberratedPSF",
     "BandPSF",
+    "Coadd",
+    "DefectFlag",
+    "Defects",
     "FieldConditions",
+    "Populations",
+    "Realism",
     "build_band_psf",
     "draw_field_conditions",
     "draw_galaxies",

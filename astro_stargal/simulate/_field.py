@@ -17,12 +17,37 @@ from ..instrument import (
     band_order,
 )
 from ._conditions import draw_field_conditions
+from ._defects import DefectFlag
 from ._galsim import import_galsim, make_gsparams
 from ._populations import DEFAULT_GALAXY_DENSITY, DEFAULT_STAR_DENSITY, draw_catalog, make_wcs
-from ._psf import build_band_psf
-from ._render import band_header, observe, render_band
+from ._psf import (
+    aberrated_psf_grid,
+    build_band_psf,
+    draw_aberration_field,
+    solve_jitter,
+    uniform_psf_grid,
+)
+from ._realism import Realism, realism_metadata, resolve_realism
+from ._render import band_header, observe, observe_realistic, render_band
 
 _TILE_SPACING = 1.05  # tile centres are 5 percent further apart than the tile size
+
+# Random streams, children of the field seed by index. Spawning more children
+# leaves the earlier ones unchanged, so new streams go at the end and the
+# nominal field stays bit-identical.
+_CATALOG_STREAM = 0
+_CONDITIONS_STREAM = 1
+_NOISE_STREAM = 2  # one per band, in band order
+_STAR_SED_STREAM = 2 + len(CSST_BANDS)
+_REALISM_STREAM = _STAR_SED_STREAM + 1  # the realism options drawn with variation=True
+_POPULATION_STREAM = _STAR_SED_STREAM + 2
+_PSF_STREAM = _STAR_SED_STREAM + 3  # the aberration pattern over the tile
+_EXPOSURE_STREAM = _STAR_SED_STREAM + 4  # dithers and gaps, one child per band
+_DEFECT_STREAM = _STAR_SED_STREAM + 5  # cosmic rays, warm pixels, sky residual, one child per band
+_N_STREAMS = _STAR_SED_STREAM + 6
+
+#: Files written beside each realistic image: ``{band}.{kind}.fits``.
+MAP_KINDS = ("weight", "psf", "defects")
 
 
 def _band(name):
@@ -57,6 +82,13 @@ def _validate_density(name, value):
     return float(value)
 
 
+def _validate_realism(realism):
+    if realism is not None and not isinstance(realism, Realism):
+        msg = f"realism must be a Realism instance or None; got {realism!r}"
+        raise TypeError(msg)
+    return realism
+
+
 def _format_call(function_name, parameters):
     arguments = ", ".join(f"{key}={value!r}" for key, value in parameters.items())
     return f"astro_stargal.simulate.{function_name}({arguments})"
@@ -72,6 +104,8 @@ def simulate_field(
     ra=150.0,
     dec=2.0,
     variation=False,
+    realism=None,
+    return_maps=False,
 ):
     """Simulate one CSST-like field in several bands.
 
@@ -92,7 +126,15 @@ def simulate_field(
         If `True`, randomise the PSF model and width, sky level, galaxy SED
         mix and galaxy profiles per field, and give stars non-black-body
         SEDs and both stars and galaxies interstellar reddening (see the
-        module docstring).
+        module docstring); with ``realism``, also draw every realism option
+        left unset.
+    realism : `Realism`, optional
+        Make the field look like a real co-add (aberrated PSF varying over
+        the tile, dithered resampled exposures, defects, more populations);
+        `None` (the default) gives the nominal field.
+    return_maps : bool, optional
+        Also return each band's weight map, PSF grid and defect map (only
+        with ``realism``).
 
     Returns
     -------
@@ -100,25 +142,39 @@ def simulate_field(
         One float32 image per band in electron/s with a celestial TAN WCS.
     truth : `~astropy.table.Table`
         One row per source (see the module docstring for conventions).
+    maps : dict of str to dict of str to `~astropy.io.fits.HDUList`
+        Only with ``return_maps``: per band, ``'weight'`` (WEIGHT, the
+        inverse variance, and NEXP, the exposure count), ``'psf'`` (the PSF
+        grid and a NODES table) and ``'defects'`` (`DefectFlag` bits).
 
     Raises
     ------
     ImportError
         If GalSim is not installed.
     ValueError
-        If the shape, a band or a density is invalid.
+        If the shape, a band, a density or a realism option is invalid.
+    TypeError
+        If ``realism`` is not a `Realism`.
 
     Examples
     --------
     >>> images, truth = simulate_field(128, seed=1, bands=['r'])  # doctest: +SKIP
     >>> images['r'].header['BUNIT']  # doctest: +SKIP
     'electron/s'
+    >>> images, truth, maps = simulate_field(
+    ...     256, seed=1, bands=['r'], realism=Realism(), return_maps=True)  # doctest: +SKIP
+    >>> maps['r']['weight']['WEIGHT'].header['BUNIT']  # doctest: +SKIP
+    '(electron/s)**-2'
     """
     galsim = import_galsim()
     shape = _validate_shape(shape_or_size)
     bands = _validate_bands(bands)
     star_density = _validate_density("star_density", star_density)
     galaxy_density = _validate_density("galaxy_density", galaxy_density)
+    realism = _validate_realism(realism)
+    if return_maps and realism is None:
+        msg = "return_maps=True needs realism: a nominal field has uniform maps and no PSF grid"
+        raise ValueError(msg)
     parameters = {
         "shape_or_size": shape,
         "seed": int(seed),
@@ -129,36 +185,70 @@ def simulate_field(
         "dec": float(dec),
         "variation": bool(variation),
     }
+    if realism is not None:
+        parameters["realism"] = realism
     provenance = {
         "call": _format_call("simulate_field", parameters),
         "seed": int(seed),
         "package_version": __version__,
     }
+    if realism is not None:
+        parameters["realism"] = repr(realism)  # as asked for; the resolved options go in meta["realism"]
 
-    # Streams: catalog, conditions, noise per band, then stellar SEDs (last, so
-    # that adding it left the earlier streams and so the nominal fields unchanged).
-    seeds = np.random.SeedSequence(int(seed)).spawn(3 + len(CSST_BANDS))
-    conditions = draw_field_conditions(np.random.default_rng(seeds[1]), variation)
+    seeds = np.random.SeedSequence(int(seed)).spawn(_N_STREAMS)
+    conditions = draw_field_conditions(np.random.default_rng(seeds[_CONDITIONS_STREAM]), variation)
+    if realism is not None:
+        realism = resolve_realism(realism, seeds[_REALISM_STREAM], variation)
     wcs = make_wcs(shape, float(ra), float(dec))
     truth, render = draw_catalog(
-        np.random.default_rng(seeds[0]),
-        np.random.default_rng(seeds[-1]),
+        np.random.default_rng(seeds[_CATALOG_STREAM]),
+        np.random.default_rng(seeds[_STAR_SED_STREAM]),
         shape,
         star_density,
         galaxy_density,
         conditions,
         wcs,
+        populations=None if realism is None else realism.populations,
+        population_seed=seeds[_POPULATION_STREAM],
     )
     gsparams = make_gsparams(galsim)
-    images = {}
+    optics = None
+    if realism is not None and realism.psf is not None:
+        field = draw_aberration_field(np.random.default_rng(seeds[_PSF_STREAM]), realism.psf, shape)
+        optics = (field, solve_jitter(galsim, realism.psf, field, gsparams))
+    exposure_seeds = seeds[_EXPOSURE_STREAM].spawn(len(CSST_BANDS))
+    defect_seeds = seeds[_DEFECT_STREAM].spawn(len(CSST_BANDS))
+    images, maps, band_summaries = {}, {}, {}
     for band in bands:
-        band_psf = build_band_psf(galsim, band, conditions, gsparams)
-        noiseless = render_band(galsim, shape, band, band_psf, truth, render, gsparams)
+        band_index = band_order().index(band)
         sky_rate = CSST_BANDS[band].sky_rate * conditions.sky_scale[band]
-        noise_rng = np.random.default_rng(seeds[2 + band_order().index(band)])
-        data = observe(noiseless, band, sky_rate, noise_rng)
-        header = band_header(band, wcs, conditions, band_psf, sky_rate, provenance)
+        noise_rng = np.random.default_rng(seeds[_NOISE_STREAM + band_index])
+        if realism is None:
+            band_psf = build_band_psf(galsim, band, conditions, gsparams)
+            noiseless = render_band(galsim, shape, band, band_psf, truth, render, gsparams)
+            data = observe(noiseless, band, sky_rate, noise_rng)
+            header = band_header(band, wcs, conditions, band_psf, sky_rate, provenance)
+            images[band] = fits.ImageHDU(data=data, header=header, name=band)
+            continue
+        kernel = None if realism.coadd is None else realism.coadd.resampling
+        if optics is None:
+            grid = uniform_psf_grid(galsim, band, shape, conditions, kernel, gsparams)
+        else:
+            grid = aberrated_psf_grid(galsim, band, shape, realism.psf, *optics, kernel, gsparams)
+        noiseless = render_band(galsim, shape, band, grid, truth, render, gsparams)
+        rngs = {
+            "exposures": np.random.default_rng(exposure_seeds[band_index]),
+            "noise": noise_rng,
+            "defects": np.random.default_rng(defect_seeds[band_index]),
+        }
+        data, weight, n_exposures, flags, details = observe_realistic(
+            noiseless, band, sky_rate, realism, rngs
+        )
+        realistic = {"psf": realism.psf, "coadd": realism.coadd, "defects": realism.defects, **details}
+        header = band_header(band, wcs, conditions, grid, sky_rate, provenance, realistic)
         images[band] = fits.ImageHDU(data=data, header=header, name=band)
+        maps[band] = _band_maps(band, wcs, grid, weight, n_exposures, flags, details)
+        band_summaries[band] = _band_summary(grid, details)
 
     truth.meta["simulate_call"] = provenance["call"]
     truth.meta["package_version"] = provenance["package_version"]
@@ -168,11 +258,71 @@ def simulate_field(
         "x, y: 0-based astropy pixel coordinates; mags: true AB (40 = no flux); "
         "half_light_radius: circularised, r band; position_angle: from +x towards +y"
     )
+    if realism is not None:
+        truth.meta["realism"] = realism_metadata(realism)
+        truth.meta["bands"] = band_summaries
+        if optics is not None:
+            truth.meta["aberration_field"] = {
+                "centre": optics[0].centre.tolist(),
+                "polynomial": optics[0].polynomial.tolist(),
+                "jitter_fwhm": optics[1],
+            }
+    if return_maps:
+        return images, truth, maps
     return images, truth
+
+
+def _band_summary(grid, details):
+    """What the truth-table metadata records of a realistic band."""
+    centre = grid.centre
+    return {
+        "psf_fwhm": float(grid.fwhm[centre]),
+        "psf_coadd_fwhm": float(grid.coadd_fwhm[centre]),
+        "psf_ellipticity": float(grid.ellipticity[centre]),
+        "psf_fwhm_range": [float(np.min(grid.coadd_fwhm)), float(np.max(grid.coadd_fwhm))],
+        "n_exposures": details["n_exposures"],
+        "kernel": details["kernel"],
+        "pixel_variance_factor": details["pixel_variance_factor"],
+        "exposures": [
+            {**exposure, "gap": None if exposure["gap"] is None else list(exposure["gap"])}
+            for exposure in details["exposures"]
+        ],
+    }
+
+
+def _band_maps(band, wcs, grid, weight, n_exposures, flags, details):
+    """The weight, PSF and defect files of one realistic band, as HDU lists."""
+    header = wcs.to_header()
+    header["BAND"] = (band, "CSST band")
+    weight_header = header.copy()
+    weight_header["BUNIT"] = ("(electron/s)**-2", "inverse variance of the image")
+    weight_header["WGTTYPE"] = ("inverse variance", "sky, dark and read noise; not the sources")
+    weight_header["PIXVARWT"] = (
+        round(details["pixel_variance_factor"], 5),
+        "pixel variance x weight (resampling)",
+    )
+    count_header = header.copy()
+    count_header["BUNIT"] = ("", "exposures contributing to the pixel")
+    weight_maps = fits.HDUList(
+        [
+            fits.PrimaryHDU(),
+            fits.ImageHDU(weight, header=weight_header, name="WEIGHT"),
+            fits.ImageHDU(n_exposures, header=count_header, name="NEXP"),
+        ]
+    )
+    defect_header = header.copy()
+    for flag in DefectFlag:
+        defect_header[f"MASK_{flag.value}"] = (flag.name, "defect bit")
+    defects = fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(flags, header=defect_header, name="DEFECTS")])
+    return {"weight": weight_maps, "psf": grid.to_hdulist(), "defects": defects}
 
 
 def write_field(outdir, shape_or_size, *, seed, overwrite=False, **kwargs):
     """Simulate one field and write ``OUTDIR/{band}.fits`` and ``OUTDIR/truth.ecsv``.
+
+    A realistic field (``realism=`` in ``kwargs``) also gets
+    ``OUTDIR/{band}.weight.fits``, ``{band}.psf.fits`` and
+    ``{band}.defects.fits`` (see `simulate_field`).
 
     Parameters
     ----------
@@ -195,14 +345,30 @@ def write_field(outdir, shape_or_size, *, seed, overwrite=False, **kwargs):
     Examples
     --------
     >>> truth = write_field('field1', 256, seed=3)  # doctest: +SKIP
+    >>> truth = write_field('field2', 256, seed=3, realism=Realism())  # doctest: +SKIP
     """
-    images, truth = simulate_field(shape_or_size, seed=seed, **kwargs)
+    truth = _write_images(outdir, "", shape_or_size, seed, overwrite, kwargs)
+    truth.write(os.path.join(outdir, "truth.ecsv"), overwrite=overwrite)
+    return truth
+
+
+def _write_images(outdir, prefix, shape_or_size, seed, overwrite, kwargs, extra_cards=()):
+    """Write ``{prefix}{band}.fits`` (and the maps of a realistic field); return the truth."""
+    realistic = kwargs.get("realism") is not None
+    result = simulate_field(shape_or_size, seed=seed, return_maps=realistic, **kwargs)
+    images, truth = result[:2]
     os.makedirs(outdir, exist_ok=True)
     for band, hdu in images.items():
+        for key, value, comment in extra_cards:
+            hdu.header[key] = (value, comment)
         fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(
-            os.path.join(outdir, f"{band}.fits"), overwrite=overwrite
+            os.path.join(outdir, f"{prefix}{band}.fits"), overwrite=overwrite
         )
-    truth.write(os.path.join(outdir, "truth.ecsv"), overwrite=overwrite)
+        if realistic:
+            for kind in MAP_KINDS:
+                result[2][band][kind].writeto(
+                    os.path.join(outdir, f"{prefix}{band}.{kind}.fits"), overwrite=overwrite
+                )
     return truth
 
 
@@ -219,17 +385,20 @@ def _tile_centres(n_tiles, size, ra, dec):
     return centres
 
 
+_REALISTIC_TILE_META = ("field_conditions", "realism", "aberration_field", "bands")
+
+
 def _write_tile(task):
     outdir, tile, size, seed, ra, dec, overwrite, kwargs = task
-    images, truth = simulate_field(size, seed=seed, ra=ra, dec=dec, **kwargs)
-    for band, hdu in images.items():
-        hdu.header["TILE"] = (tile, "tile index")
-        fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(
-            os.path.join(outdir, f"tile{tile}_{band}.fits"), overwrite=overwrite
-        )
+    cards = [("TILE", tile, "tile index")]
+    truth = _write_images(
+        outdir, f"tile{tile}_", size, seed, overwrite, {"ra": ra, "dec": dec, **kwargs}, cards
+    )
+    # What each realistic tile drew is kept; the rest is the same for all tiles or in the headers.
+    drawn = {key: truth.meta[key] for key in _REALISTIC_TILE_META if key in truth.meta}
     truth.meta = {}
     truth.add_column(np.full(len(truth), tile), name="tile", index=1)
-    return truth
+    return truth, drawn
 
 
 def simulate_tiles(
@@ -249,7 +418,9 @@ def simulate_tiles(
     With one tile the files are ``OUTDIR/{band}.fits`` (identical to
     `write_field` with the same seed); with several they are
     ``OUTDIR/tile{k}_{band}.fits``, and ``OUTDIR/truth.ecsv`` gains a ``tile``
-    column. Tile seeds are derived from ``seed`` with
+    column. Realistic tiles also get ``.weight.fits``, ``.psf.fits`` and
+    ``.defects.fits`` beside each image, and the truth metadata lists what
+    each tile drew (``tile_conditions``). Tile seeds are derived from ``seed`` with
     `numpy.random.SeedSequence`, and tiles sit on a grid of distinct,
     non-overlapping sky positions around ``(ra, dec)``, so the output does not
     depend on ``n_jobs``.
@@ -300,13 +471,16 @@ def simulate_tiles(
     centres = _tile_centres(n_tiles, max(size), ra, dec)
     tasks = [(outdir, k, size, tile_seeds[k], *centres[k], overwrite, kwargs) for k in range(n_tiles)]
     if n_jobs == 1:
-        tables = [_write_tile(task) for task in tasks]
+        results = [_write_tile(task) for task in tasks]
     else:
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=int(n_jobs), mp_context=context) as executor:
-            tables = list(executor.map(_write_tile, tasks))
-    truth = vstack(tables, metadata_conflicts="silent")
-    truth["id"] = np.arange(1, len(truth) + 1)
+            results = list(executor.map(_write_tile, tasks))
+    truth = vstack([table for table, _ in results], metadata_conflicts="silent")
+    new_ids = np.arange(1, len(truth) + 1)
+    if "system" in truth.colnames:  # ids of systems move with the ids of their members
+        truth["system"] += new_ids - np.asarray(truth["id"])
+    truth["id"] = new_ids
     parameters = {
         "n_tiles": int(n_tiles),
         "size": size,
@@ -319,5 +493,7 @@ def simulate_tiles(
     truth.meta["package_version"] = __version__
     truth.meta["tile_seeds"] = tile_seeds
     truth.meta["tile_centres"] = [list(centre) for centre in centres]
+    if kwargs.get("realism") is not None:
+        truth.meta["tile_conditions"] = [drawn for _, drawn in results]
     truth.write(os.path.join(outdir, "truth.ecsv"), overwrite=overwrite)
     return truth

@@ -150,15 +150,17 @@ def _stellar_absorption_profiles():
     return profiles
 
 
-def modified_black_body_fluxes(temperature, strengths):
+def modified_black_body_fluxes(temperature, strengths, profiles=None):
     """Band fluxes relative to r of black bodies times ``exp(-strengths @ profiles)``.
 
     ``strengths`` has one row per star and one column per profile of
-    `_stellar_absorption_profiles` (blanketing, Balmer, TiO, E(B-V)).
+    `_stellar_absorption_profiles` (blanketing, Balmer, TiO, E(B-V)), or of
+    ``profiles`` when given (rows on the same wavelength grid).
     """
     # Single precision: five times faster exponentials, errors below 1e-5 mag.
     wavelength_nm = _STAR_SED_WAVELENGTHS_NM.astype(np.float32)
-    profiles = _stellar_absorption_profiles()
+    if profiles is None:
+        profiles = _stellar_absorption_profiles()
     planck_per_temperature = (_PLANCK * _SPEED_OF_LIGHT / _BOLTZMANN * 1e9 / temperature).astype(np.float32)
     wavelength_power = (wavelength_nm / 1000) ** -5
     relative_flux = np.empty((len(temperature), len(CSST_BANDS)))
@@ -210,3 +212,124 @@ def fluxes_to_mags(relative_flux, mag_r):
     with np.errstate(divide="ignore"):
         mags = mag_r[:, None] - 2.5 * np.log10(relative_flux)
     return np.minimum(mags, MAX_TRUE_MAG)
+
+
+# --- Spectra of the realistic populations (``Realism.populations``) ---------------------------------
+
+# Molecular bands of M dwarfs beyond the TiO groups above: more TiO (alpha,
+# gamma' and gamma systems) and CaH in g and r, and VO, which appears in i
+# below about 3300 K.
+_M_DWARF_EXTRA_BANDS_NM = ((470.0, 520.0), (540.0, 560.0), (580.0, 600.0), (615.0, 640.0), (655.0, 700.0))
+
+_VO_BANDS_NM = ((735.0, 760.0), (785.0, 800.0), (845.0, 870.0))
+
+#: Rest wavelength (nm) and rest equivalent width (nm) of the broad QSO lines,
+#: after the SDSS composite of Vanden Berk et al. (2001, AJ 122, 549).
+QSO_LINES = (
+    (121.6, 9.2),  # Lyman alpha + N V
+    (154.9, 2.4),  # C IV
+    (190.9, 2.2),  # C III]
+    (279.8, 3.3),  # Mg II
+    (434.0, 1.2),  # H gamma
+    (486.1, 4.6),  # H beta
+    (500.7, 1.4),  # [O III]
+    (656.3, 19.5),  # H alpha
+)
+
+_QSO_LINE_VELOCITY_FWHM = 4000.0  # km/s
+
+_QSO_WAVELENGTHS_NM = np.linspace(200.0, 1150.0, 3801)  # 0.25 nm: resolves the narrowest line
+
+
+def _band_profile(wavelength_nm, bands):
+    return sum(
+        special.expit((wavelength_nm - blue) / _TIO_EDGE_NM)
+        * special.expit((red - wavelength_nm) / _TIO_EDGE_NM)
+        for blue, red in bands
+    )
+
+
+@functools.lru_cache(maxsize=1)
+def stellar_profiles_with_molecules():
+    """The absorption profiles of `modified_black_body_fluxes` plus M-dwarf TiO/CaH and VO (six rows)."""
+    wavelength_nm = _STAR_SED_WAVELENGTHS_NM
+    molecular = np.array(
+        [_band_profile(wavelength_nm, _M_DWARF_EXTRA_BANDS_NM), _band_profile(wavelength_nm, _VO_BANDS_NM)]
+    )
+    profiles = np.vstack([_stellar_absorption_profiles(), molecular])
+    profiles.flags.writeable = False
+    return profiles
+
+
+def m_dwarf_strengths(rng, temperature, ebv):
+    """Per-star strengths (columns of `stellar_profiles_with_molecules`) for M dwarfs.
+
+    TiO and CaH deepen from 3900 K down to 3000 K; VO appears below 3300 K.
+    At the mean strengths (per-star scatter in [0.8, 1.2)) r - i in the CSST
+    bands rises from 0.74 at 3900 K to 2.0 at 3000 K, i - z from 0.49 to
+    1.15 and g - r stays at 1.0-1.2: roughly the SDSS M-dwarf sequence (West,
+    Walkowicz & Hawley 2005, PASP 117, 706), where black bodies give r - i
+    of 0.55-0.9 and i - z of 0.34-0.64.
+    """
+    scatter = rng.uniform(0.8, 1.2, size=(2, len(temperature)))
+    coolness = np.clip((3900.0 - temperature) / 900.0, 0.0, 1.2)
+    blanketing = 2.0 * (5800.0 / temperature) ** 1.5
+    tio = (0.3 + 0.8 * coolness) * scatter[0]
+    tio_extra = (0.2 + 1.5 * coolness) * scatter[0]
+    vo = 0.6 * np.clip((3300.0 - temperature) / 600.0, 0.0, 1.0) * scatter[1]
+    return np.column_stack([blanketing, np.zeros(len(temperature)), tio, ebv, tio_extra, vo])
+
+
+def white_dwarf_strengths(rng, temperature, ebv):
+    """Per-star strengths (columns of `stellar_profiles_with_molecules`) for white dwarfs.
+
+    Near black bodies: no line blanketing or molecules, and a Balmer jump at
+    most a third as deep as a main-sequence star's (pressure broadening fills
+    it in at high gravity), strongest near 12000 K.
+    """
+    balmer = 0.33 * rng.uniform(0.5, 1.5, size=len(temperature))
+    balmer *= np.exp(-0.5 * (np.log10(temperature / 12000.0) / 0.15) ** 2)
+    zeros = np.zeros(len(temperature))
+    return np.column_stack([zeros, balmer, zeros, ebv, zeros, zeros])
+
+
+def black_body_band_fluxes(temperature):
+    """Photon-counting band fluxes of black bodies of unit area (only ratios between stars are meaningful)."""
+    temperature = np.atleast_1d(np.asarray(temperature, float))
+    wavelength_m = _STAR_SED_WAVELENGTHS_NM[None, :] * 1e-9
+    exponent = _PLANCK * _SPEED_OF_LIGHT / (wavelength_m * _BOLTZMANN * temperature[:, None])
+    flambda = wavelength_m**-5 / np.expm1(exponent) * 1e-30
+    return _band_fluxes_of_sed(_STAR_SED_WAVELENGTHS_NM, flambda)
+
+
+def qso_fluxes(redshift, slope, line_scale):
+    """Band fluxes relative to r of QSO spectra.
+
+    A power law ``f_nu ~ nu**slope`` plus the broad lines of `QSO_LINES`
+    (Gaussian, 4000 km/s FWHM, equivalent widths times ``line_scale``), seen
+    through the mean intergalactic Lyman-alpha forest and Lyman limit at the
+    QSO's redshift.
+
+    Parameters
+    ----------
+    redshift, slope, line_scale : `~numpy.ndarray`
+        One value per QSO.
+
+    Returns
+    -------
+    relative_flux : `~numpy.ndarray`
+        ``(n, 7)`` fluxes relative to r in band order.
+    """
+    observed_nm = _QSO_WAVELENGTHS_NM
+    redshift = np.asarray(redshift, float)[:, None]
+    rest_nm = observed_nm[None, :] / (1 + redshift)
+    continuum = rest_nm ** (-2.0 - np.asarray(slope, float)[:, None])
+    lines = np.zeros_like(continuum)
+    for centre, equivalent_width in QSO_LINES:
+        sigma = centre * _QSO_LINE_VELOCITY_FWHM / 2.998e5 / (2 * math.sqrt(2 * math.log(2)))
+        at_line = centre ** (-2.0 - np.asarray(slope, float)[:, None])
+        shape = np.exp(-0.5 * ((rest_nm - centre) / sigma) ** 2) / (sigma * math.sqrt(2 * math.pi))
+        lines += np.asarray(line_scale, float)[:, None] * equivalent_width * at_line * shape
+    flambda = (continuum + lines) * _igm_transmission(observed_nm[None, :], redshift)
+    fluxes = _band_fluxes_of_sed(observed_nm, flambda)
+    return fluxes / fluxes[:, [band_order().index("r")]]

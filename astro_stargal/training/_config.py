@@ -15,6 +15,7 @@ import os
 import torch
 
 from ..models import BACKBONES
+from ..pipeline import KNOWN_FEATURES
 from ._augmentation import DEFAULT_AUGMENTATIONS, Augmentation, standard_augmentations
 
 __all__ = ["TrainConfig"]
@@ -40,7 +41,24 @@ class TrainConfig:
     stamp_size : int
         Stamp side in pixels (ignored when fine-tuning: the initial model's is used).
     label_column : str
-        Truth column (``'star'``/``'galaxy'`` or 1/0).
+        Truth column: ``'star'``/``'qso'`` (point sources) and ``'galaxy'``, or 1/0.
+    features : tuple of str or None
+        The network's catalog features, in order (default: the initial
+        model's, or `~astro_stargal.pipeline.FEATURE_NAMES` for a random one).
+        Add `~astro_stargal.pipeline.PSF_FEATURE_NAMES` to measure each source
+        against its local PSF; when fine-tuning a model with fewer features,
+        the new ones start with zero weight, so training starts from the
+        initial model's predictions.
+    recentre : bool
+        Recentre each training source on its light, as `~astro_stargal.classify_sources` does.
+    position_error : float
+        Rms per axis (arcsec) of a random offset added to each true position
+        before recentring, as real catalogs' positions carry.
+    max_magnitude : float or None
+        Leave out training sources fainter than this true r magnitude.
+    reference_psf_fwhm : dict or None
+        Band -> FWHM (arcsec) assumed where a field has too few stars to
+        measure its PSF (default: the initial model's).
     init : str
         ``'bundled'`` (fine-tune the bundled weights), ``'random'``, or a
         weights directory to continue from. Falls back to random, with a
@@ -108,6 +126,11 @@ class TrainConfig:
     bands: tuple | None = None
     stamp_size: int = 32
     label_column: str = "label"
+    features: tuple | None = None
+    recentre: bool = True
+    position_error: float = 0.0
+    max_magnitude: float | None = None
+    reference_psf_fwhm: dict | None = None
     init: str = "bundled"
     backbone: str = "resnet50"
     branches: tuple = ("image", "catalog")
@@ -133,6 +156,30 @@ class TrainConfig:
         self._set("bands", _validate_bands(self.bands))
         self._set("stamp_size", self._integer("stamp_size", minimum=1))
         self._set("label_column", self._text("label_column"))
+        if self.features is not None:
+            names = self.features
+            if (
+                isinstance(names, str)
+                or not all(isinstance(name, str) for name in names)
+                or len(set(names)) != len(names)
+            ):
+                self._refuse("features", names, "a sequence of distinct feature names")
+            unknown = [name for name in names if name not in KNOWN_FEATURES]
+            if unknown or not names:
+                self._refuse("features", names, f"names from {list(KNOWN_FEATURES)}")
+            self._set("features", tuple(names))
+        if not isinstance(self.recentre, bool):
+            self._refuse("recentre", self.recentre, "True or False")
+        self._set("position_error", self._number("position_error", lambda value: value >= 0, ">= 0 (arcsec)"))
+        if self.max_magnitude is not None:
+            self._set("max_magnitude", self._number("max_magnitude", math.isfinite, "a finite magnitude"))
+        if self.reference_psf_fwhm is not None:
+            reference = self.reference_psf_fwhm
+            if not isinstance(reference, dict) or not all(
+                isinstance(value, numbers.Real) and value > 0 for value in reference.values()
+            ):
+                self._refuse("reference_psf_fwhm", reference, "a dict of band -> FWHM in arcsec (> 0)")
+            self._set("reference_psf_fwhm", {str(band): float(value) for band, value in reference.items()})
         self._set("init", self._text("init", paths=True))
         if not isinstance(self.backbone, str) or self.backbone not in BACKBONES:
             self._refuse("backbone", self.backbone, f"one of {sorted(BACKBONES)}")
@@ -179,6 +226,7 @@ class TrainConfig:
         """
         options = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
         options["bands"] = None if self.bands is None else list(self.bands)
+        options["features"] = None if self.features is None else list(self.features)
         options["branches"] = list(self.branches)
         options["augmentations"] = [augmentation.to_dict() for augmentation in self.augmentations]
         return options

@@ -17,40 +17,59 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from astropy import units as u
 from astropy.table import Table
 from tqdm.auto import tqdm
 
 from .._files import atomic_write
 from .._version import __version__
 from ..exceptions import StarGalaxyWarning
-from ..instrument import band_order
-from ..io import positions_from_table, read_images
-from ..pipeline import FEATURE_NAMES, prepare_inputs
+from ..instrument import PIXEL_SCALE, band_order
+from ..io import SourcePositions, positions_from_table, read_images
+from ..pipeline import (
+    FEATURE_NAMES,
+    PSF_FEATURE_NAMES,
+    BandConstants,
+    band_psfs,
+    cut_stamps,
+    finish_inputs,
+    refine_positions,
+)
 
 __all__ = ["LabelledField", "TrainingSet", "build_training_set", "labelled_fields", "split_by_field"]
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
+
+#: String labels counted as point-like (class 1): a QSO is a point source, so it counts with the stars.
+POINT_LIKE_LABELS = ("star", "qso")
+
+#: Arrays of a `TrainingSet` with one row per source.
+_SOURCE_ARRAYS = ("stamps", "catalog", "labels", "field", "magnitude", "redshift", "flags")
+
+#: Arrays of a `TrainingSet` with one row per field: each band's measured PSF.
+_FIELD_ARRAYS = ("field_psf_fwhm", "field_psf_ellipticity")
 
 
 @dataclass(frozen=True)
 class LabelledField:
     """One field of labelled sources: a table and its images (any form `classify_sources` takes).
 
-    Attributes
-    ----------
-    name : str
-        Unique name of the field (the train/validation split is by field).
-    table : `~astropy.table.Table`
-        Sources with positions and a label column.
-    images : dict
-        Band -> image, as for `~astro_stargal.classify_sources`.
+        Attributes
+        ----------
+        name : str
+            Unique name of the field (the train/validation split is by field).
+        table : `~astropy.table.Table`
+            Sources with positions and a label column.
+        images : dict
+            Band -> image, as for `~astro_stargal.classify_sources`.
 
-    Examples
-    --------
-    >>> from astropy.table import Table
-    >>> field = LabelledField("f1", Table({"ra": [150.0], "dec": [2.0], "label": ["star"]}), {"r": "r.fits"})
-    >>> field.name
-    'f1'
+        Examples
+        --------
+        >>> from astropy import units as u
+    from astropy.table import Table
+        >>> field = LabelledField("f1", Table({"ra": [150.0], "dec": [2.0], "label": ["star"]}), {"r": "r.fits"})
+        >>> field.name
+        'f1'
     """
 
     name: str
@@ -67,7 +86,7 @@ class TrainingSet:
     stamps : 4D float16 `~numpy.ndarray`
     catalog : 3D float32 `~numpy.ndarray`
     labels : 1D uint8 `~numpy.ndarray`
-        1 for stars, 0 for galaxies.
+        1 for point sources (stars and QSOs), 0 for galaxies.
     field : 1D int32 `~numpy.ndarray`
         Index into ``field_names``.
     magnitude : 1D float32 `~numpy.ndarray`
@@ -77,6 +96,11 @@ class TrainingSet:
     flags : 1D int32 `~numpy.ndarray`
     field_names : list of str
     provenance : dict
+    field_psf_fwhm : 3D float32 `~numpy.ndarray`
+        ``(n_fields, n_bands, 2)``: least and greatest FWHM (arcsec) over the
+        nodes of each field's measured PSF; NaN where it was not measured.
+    field_psf_ellipticity : 2D float32 `~numpy.ndarray`
+        ``(n_fields, n_bands)``: greatest ellipticity of each field's measured PSF.
 
     Examples
     --------
@@ -93,17 +117,50 @@ class TrainingSet:
     flags: np.ndarray
     field_names: list
     provenance: dict
+    field_psf_fwhm: np.ndarray = None
+    field_psf_ellipticity: np.ndarray = None
 
     def __len__(self):
         return len(self.labels)
 
     def subset(self, rows):
-        """The sources at ``rows`` (an index or boolean array)."""
-        arrays = {
-            name: getattr(self, name)[rows]
-            for name in ("stamps", "catalog", "labels", "field", "magnitude", "redshift", "flags")
-        }
-        return TrainingSet(**arrays, field_names=self.field_names, provenance=self.provenance)
+        """The sources at ``rows`` (an index or boolean array); the per-field PSF summary is kept whole."""
+        arrays = {name: getattr(self, name)[rows] for name in _SOURCE_ARRAYS}
+        fields = {name: getattr(self, name) for name in _FIELD_ARRAYS}
+        return TrainingSet(**arrays, field_names=self.field_names, provenance=self.provenance, **fields)
+
+    def psf_range(self, bands):
+        """The validity range the training fields' measured PSFs span, and each band's median FWHM.
+
+        Parameters
+        ----------
+        bands : sequence of str
+            The bands of the arrays, in order.
+
+        Returns
+        -------
+        validity : dict
+            ``{"psf_fwhm": {band: [min, max]}, "psf_ellipticity_max": {band: value}}``
+            (arcsec) for the bands measured in at least one field.
+        reference_fwhm : dict
+            Band -> median over fields of the central FWHM (arcsec).
+        """
+        validity, reference = {"psf_fwhm": {}, "psf_ellipticity_max": {}}, {}
+        if self.field_psf_fwhm is None:
+            return validity, reference
+        for index, band in enumerate(bands):
+            fwhm = self.field_psf_fwhm[:, index]
+            measured = np.isfinite(fwhm).all(axis=1)
+            if not measured.any():
+                continue
+            validity["psf_fwhm"][band] = [
+                round(float(fwhm[measured, 0].min()), 4),
+                round(float(fwhm[measured, 1].max()), 4),
+            ]
+            ellipticity = self.field_psf_ellipticity[measured, index]
+            validity["psf_ellipticity_max"][band] = round(float(max(np.nanmax(ellipticity), 1e-3)), 4)
+            reference[band] = round(float(np.median(fwhm[measured].mean(axis=1))), 4)
+        return validity, reference
 
 
 def labelled_fields(sources):
@@ -176,9 +233,28 @@ def _fields_from_simulation(directory):
 
 
 def build_training_set(
-    fields, *, bands, stamp_size, label_column="label", cache=None, n_jobs=1, progress=None
+    fields,
+    *,
+    bands,
+    stamp_size,
+    label_column="label",
+    cache=None,
+    n_jobs=1,
+    progress=None,
+    features=FEATURE_NAMES,
+    recentre=True,
+    position_error=0.0,
+    max_magnitude=None,
+    reference_psf_fwhm=None,
+    seed=0,
 ):
     """Prepare every labelled source with the inference routines (cached on disk).
+
+    Each field goes through what `~astro_stargal.classify_sources` does to a
+    table: its positions (moved at random by ``position_error``, as another
+    catalog's would be) are recentred on the sources' light, each band's PSF
+    is measured from the field's point sources, and stamps and features are
+    made by the same routines, so training and inference cannot drift apart.
 
     Parameters
     ----------
@@ -187,13 +263,27 @@ def build_training_set(
         Bands, ordered by wavelength.
     stamp_size : int
     label_column : str, optional
-        Truth column: ``'star'``/``'galaxy'`` strings, or booleans/integers (1 = star).
+        Truth column: strings (``'star'`` or ``'qso'`` for point sources,
+        ``'galaxy'``), or booleans/integers (1 = point source).
     cache : str or `~pathlib.Path`, optional
         ``.npz`` file. Reused when its provenance matches; rebuilt when it is
         missing, stale or corrupted.
     n_jobs : int, optional
         Worker processes preparing fields in parallel.
     progress : bool, optional
+    features : sequence of str, optional
+        Catalog features, in the network's order (PSF-relative ones need each
+        band's PSF: measured, or ``reference_psf_fwhm``).
+    recentre : bool, optional
+        Recentre each source on its light, as `~astro_stargal.classify_sources` does.
+    position_error : float, optional
+        Rms per axis (arcsec) of the random offset added to each true position first.
+    max_magnitude : float, optional
+        Leave out sources whose true r magnitude (``mag_r``) is fainter.
+    reference_psf_fwhm : dict, optional
+        Band -> FWHM (arcsec) assumed where a field has too few stars to measure the PSF.
+    seed : int, optional
+        Seed of the position offsets (per field, so fields can be prepared in parallel).
 
     Returns
     -------
@@ -207,20 +297,28 @@ def build_training_set(
     >>> data.stamps.shape  # doctest: +SKIP
     (129510, 14, 32, 32)
     """
+    preparation = {
+        "bands": list(bands),
+        "stamp_size": stamp_size,
+        "features": list(features),
+        "label_column": label_column,
+        "recentre": bool(recentre),
+        "position_error": float(position_error),
+        "max_magnitude": None if max_magnitude is None else float(max_magnitude),
+        "reference_psf_fwhm": dict(reference_psf_fwhm or {}),
+        "seed": int(seed),
+    }
     provenance = {
         "cache_format": CACHE_FORMAT,
         "astro_stargal_version": __version__,
         "fields": [field.name for field in fields],
-        "bands": list(bands),
-        "stamp_size": stamp_size,
-        "features": list(FEATURE_NAMES),
-        "label_column": label_column,
+        **preparation,
     }
     if cache is not None:
         cached = _read_cache(Path(cache), provenance)
         if cached is not None:
             return cached
-    tasks = [(field, tuple(bands), stamp_size, label_column) for field in fields]
+    tasks = [(field, preparation) for field in fields]
     with tqdm(total=len(tasks), disable=progress is False, unit="field", desc="preparing fields") as bar:
         if n_jobs > 1 and len(tasks) > 1:
             with get_context("spawn").Pool(
@@ -237,21 +335,55 @@ def build_training_set(
                 bar.update()
     for index, part in enumerate(parts):
         part["field"] = np.full(len(part["labels"]), index, dtype=np.int32)
-    arrays = {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
-    training_set = TrainingSet(**arrays, field_names=provenance["fields"], provenance=provenance)
+    arrays = {name: np.concatenate([part[name] for part in parts]) for name in _SOURCE_ARRAYS}
+    summaries = {name: np.stack([part[name] for part in parts]) for name in _FIELD_ARRAYS}
+    training_set = TrainingSet(**arrays, field_names=provenance["fields"], provenance=provenance, **summaries)
     if cache is not None:
         _write_cache(Path(cache), training_set)
     return training_set
 
 
 def _prepare_field(task):
-    field, bands, stamp_size, label_column = task
+    field, preparation = task
     table = field.table
+    label_column, bands = preparation["label_column"], tuple(preparation["bands"])
     if label_column not in table.colnames:
         msg = f"field {field.name!r}: no label column {label_column!r}; columns are {table.colnames}"
         raise ValueError(msg)
+    if preparation["max_magnitude"] is not None:
+        table = table[~(_optional_column(table, "mag_r") > preparation["max_magnitude"])]
     labels = _star_labels(table[label_column], field.name)
-    inputs = prepare_inputs(read_images(field.images, bands), positions_from_table(table), bands, stamp_size)
+    band_images = read_images(field.images, bands)
+    positions = _offset(positions_from_table(table), preparation, field.name)
+    if preparation["recentre"]:
+        positions, _, _ = refine_positions(band_images, positions, bands, pixel_scale=PIXEL_SCALE)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", StarGalaxyWarning)  # a field short of stars: its PSF stays unmeasured
+        psfs = band_psfs(
+            band_images,
+            positions,
+            bands,
+            pixel_scale=PIXEL_SCALE,
+            reference_fwhm=preparation["reference_psf_fwhm"],
+        )
+    features = preparation["features"]
+    if any(name in PSF_FEATURE_NAMES for name in features):
+        unknown = [band for band in band_images if band not in psfs.models]
+        if unknown:
+            msg = (
+                f"field {field.name!r}: the PSF of band(s) {unknown} cannot be measured (too few stars) "
+                "and no reference_psf_fwhm is given for them; use larger fields or give one"
+            )
+            raise ValueError(msg)
+    raw = cut_stamps(band_images, positions, bands, preparation["stamp_size"], psf_models=psfs.models)
+    constants = BandConstants.from_images(
+        band_images,
+        bands,
+        feature_names=features,
+        psf_models=psfs.models,
+        stamp_size=preparation["stamp_size"],
+    )
+    inputs = finish_inputs(raw, constants)
     keep = inputs.classifiable
     return {
         "stamps": inputs.stamps[keep].astype(np.float16),
@@ -260,18 +392,56 @@ def _prepare_field(task):
         "magnitude": _optional_column(table, "mag_r")[keep],
         "redshift": _optional_column(table, "redshift")[keep],
         "flags": inputs.flags[keep],
+        "field_psf_fwhm": np.array(
+            [
+                psfs.fwhm.get(band, (np.nan, np.nan))
+                if psfs.origin.get(band) == "measured"
+                else (np.nan, np.nan)
+                for band in bands
+            ],
+            dtype=np.float32,
+        ),
+        "field_psf_ellipticity": np.array(
+            [
+                np.nanmax(psfs.models[band].ellipticity) if psfs.origin.get(band) == "measured" else np.nan
+                for band in bands
+            ],
+            dtype=np.float32,
+        ),
     }
+
+
+def _offset(positions, preparation, field_name):
+    """``positions`` moved by a random offset of ``position_error`` arcsec rms per axis (seeded per field)."""
+    error = preparation["position_error"]
+    if error <= 0:
+        return positions
+    entropy = [preparation["seed"], *field_name.encode()]
+    rng = np.random.default_rng(entropy)
+    shift = rng.normal(0.0, error, size=(2, len(positions)))
+    if positions.sky is None:
+        return SourcePositions(
+            sky=None,
+            x=positions.x + shift[0] / PIXEL_SCALE,
+            y=positions.y + shift[1] / PIXEL_SCALE,
+            valid=positions.valid,
+        )
+    sky = positions.sky.spherical_offsets_by(shift[0] * u.arcsec, shift[1] * u.arcsec)
+    return SourcePositions(sky=sky, x=None, y=None, valid=positions.valid)
 
 
 def _star_labels(column, field_name):
     values = np.asarray(column)
     if values.dtype.kind in "US":
         lowered = np.char.lower(np.char.strip(values.astype(str)))
-        known = np.isin(lowered, ["star", "galaxy"])
+        known = np.isin(lowered, [*POINT_LIKE_LABELS, "galaxy"])
         if not known.all():
-            msg = f"field {field_name!r}: labels must be 'star' or 'galaxy', found {sorted(set(lowered[~known]))}"
+            msg = (
+                f"field {field_name!r}: labels must be 'star', 'qso' (point sources) or 'galaxy', "
+                f"found {sorted(set(lowered[~known]))}"
+            )
             raise ValueError(msg)
-        return (lowered == "star").astype(np.uint8)
+        return np.isin(lowered, POINT_LIKE_LABELS).astype(np.uint8)
     if values.dtype.kind in "biu":
         if not np.isin(values, [0, 1]).all():
             msg = f"field {field_name!r}: integer labels must be 1 (star) or 0 (galaxy)"
@@ -295,10 +465,7 @@ def _read_cache(path, provenance):
             stored_provenance = json.loads(str(stored["provenance"]))
             if stored_provenance != provenance:
                 return None
-            arrays = {
-                name: stored[name]
-                for name in ("stamps", "catalog", "labels", "field", "magnitude", "redshift", "flags")
-            }
+            arrays = {name: stored[name] for name in (*_SOURCE_ARRAYS, *_FIELD_ARRAYS)}
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
         warnings.warn(
             f"training-set cache {str(path)!r} is unreadable ({error}); rebuilding it",
@@ -311,10 +478,7 @@ def _read_cache(path, provenance):
 
 def _write_cache(path, training_set):
     path.parent.mkdir(parents=True, exist_ok=True)
-    arrays = {
-        name: getattr(training_set, name)
-        for name in ("stamps", "catalog", "labels", "field", "magnitude", "redshift", "flags")
-    }
+    arrays = {name: getattr(training_set, name) for name in (*_SOURCE_ARRAYS, *_FIELD_ARRAYS)}
 
     def write(temporary):
         with open(temporary, "wb") as stream:

@@ -75,23 +75,18 @@ def train(sources, output_dir, config=None, *, on_epoch_end=None, **options):
     output_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
-    net, base_metadata = _initial_network(config)
+    net, base_metadata, fresh_features = _initial_network(config)
     data = build_training_set(
         labelled_fields(sources),
-        bands=base_metadata["bands"],
-        stamp_size=base_metadata["stamp_size"],
-        label_column=config.label_column,
         cache=config.cache or output_dir / "training_set.npz",
-        n_jobs=config.n_jobs,
-        progress=config.progress,
+        **_preparation(config, base_metadata),
     )
     is_validation = split_by_field(data, config.validation_fraction, config.seed)
     training, validation = data.subset(~is_validation), data.subset(is_validation)
     if len(np.unique(training.labels)) < 2:
         msg = "the training fields must contain both stars and galaxies"
         raise ValueError(msg)
-    if base_metadata.get("fresh"):
-        _set_feature_normalisation(net, training.catalog)
+    _set_feature_normalisation(net, training.catalog, fresh_features)
 
     loop = TrainingLoop(net, training, validation, config, device=device)
     callbacks = [
@@ -118,7 +113,25 @@ def _configure(config, options):
     return config.with_options(**options)
 
 
+def _preparation(config, base_metadata):
+    """How `build_training_set` prepares the fields: as inference will for this model."""
+    return {
+        "bands": base_metadata["bands"],
+        "stamp_size": base_metadata["stamp_size"],
+        "label_column": config.label_column,
+        "n_jobs": config.n_jobs,
+        "progress": config.progress,
+        "features": base_metadata["feature_names"],
+        "recentre": config.recentre,
+        "position_error": config.position_error,
+        "max_magnitude": config.max_magnitude,
+        "reference_psf_fwhm": config.reference_psf_fwhm or base_metadata.get("reference_psf_fwhm"),
+        "seed": config.seed,
+    }
+
+
 def _initial_network(config):
+    """The network to start from, its metadata, and which of its features need a fresh normalisation."""
     init, bands = config.init, config.bands
     if init == "bundled":
         try:
@@ -132,10 +145,15 @@ def _initial_network(config):
             init = "random"
     if init == "random":
         bands = list(bands or band_order())
-        net = StarGalaxyNet(
-            len(bands), len(FEATURE_NAMES), backbone=config.backbone, branches=config.branches
-        )
-        return net, {"bands": bands, "stamp_size": config.stamp_size, "fresh": True, "name": "astro_stargal"}
+        features = list(config.features or FEATURE_NAMES)
+        net = StarGalaxyNet(len(bands), len(features), backbone=config.backbone, branches=config.branches)
+        metadata = {
+            "bands": bands,
+            "stamp_size": config.stamp_size,
+            "name": "astro_stargal",
+            "feature_names": features,
+        }
+        return net, metadata, np.ones(len(features), dtype=bool)
     model = load_model(init, device="cpu")
     if bands is not None and list(bands) != list(model.bands):
         msg = f"cannot fine-tune a model with bands {list(model.bands)} on bands {list(bands)}; use init='random'"
@@ -144,30 +162,70 @@ def _initial_network(config):
     net = copy.deepcopy(model.net)
     net.temperature.fill_(1.0)
     net.calibration_bias.fill_(0.0)
-    return net, dict(model.metadata)
+    metadata = dict(model.metadata)
+    features = list(config.features or model.feature_names)
+    fresh = np.array([name not in model.feature_names for name in features])
+    if features != list(model.feature_names):
+        net = _with_features(net, list(model.feature_names), features)
+        metadata["feature_names"] = features
+    return net, metadata, fresh
 
 
-def _set_feature_normalisation(net, catalog):
+def _with_features(net, old_names, new_names):
+    """A copy of ``net`` whose catalog branch reads ``new_names``: known features keep their weights,
+    new ones start at zero weight (so the network's first predictions are the initial model's)."""
+    grown = StarGalaxyNet(
+        net.n_bands, len(new_names), backbone=net.backbone, lstm_hidden=net.lstm_hidden, branches=net.branches
+    )
+    state = net.state_dict()
+    columns = [old_names.index(name) if name in old_names else None for name in new_names]
+    for name, value in grown.state_dict().items():
+        old = state[name]
+        if name in ("feature_mean", "feature_std"):
+            for column, source in enumerate(columns):
+                if source is not None:
+                    value[:, column] = old[:, source]
+        elif name.startswith("catalog_branch.weight_ih_l0"):
+            value.zero_()
+            for column, source in enumerate(columns):
+                if source is not None:
+                    value[:, column] = old[:, source]
+            value[:, -1] = old[:, -1]  # the band-present marker
+        else:
+            value.copy_(old)
+    return grown
+
+
+def _set_feature_normalisation(net, catalog, fresh):
+    """Standardise the ``fresh`` features (a boolean per feature) with the training set's statistics."""
+    if not fresh.any():
+        return
     present = catalog[:, :, -1:] > 0
     features = catalog[:, :, :-1]
     counts = np.maximum(present.sum(axis=0), 1)
     mean = (features * present).sum(axis=0) / counts
     variance = (((features - mean) * present) ** 2).sum(axis=0) / counts
-    net.feature_mean.copy_(torch.from_numpy(mean.astype(np.float32)))
-    net.feature_std.copy_(torch.from_numpy(np.sqrt(variance).clip(1e-3).astype(np.float32)))
+    std = np.sqrt(variance).clip(1e-3)
+    net.feature_mean[:, fresh] = torch.from_numpy(mean[:, fresh].astype(np.float32))
+    net.feature_std[:, fresh] = torch.from_numpy(std[:, fresh].astype(np.float32))
 
 
 def _metadata(config, base_metadata, data, training, validation, loop, metrics):
     """The weights' metadata: what the model is, how it was trained (the config whole) and its validation metrics."""
+    validity, reference_fwhm = data.psf_range(base_metadata["bands"])
     return {
         "name": config.name or f"{base_metadata.get('name', 'astro_stargal')}-retrained",
         "description": "astro_stargal star-galaxy fusion network (ResNet image branch + BiLSTM catalog branch)",
         "bands": list(base_metadata["bands"]),
         "stamp_size": base_metadata["stamp_size"],
         "pixel_scale": base_metadata.get("pixel_scale", PIXEL_SCALE),
-        "feature_names": list(FEATURE_NAMES),
+        "feature_names": list(base_metadata["feature_names"]),
         "image_normalisation": f"asinh((pixel - local background) / ({IMAGE_SOFTENING} * sky sigma)); "
         "validity channel per band",
+        "preprocessing": {"image_softening": IMAGE_SOFTENING},
+        # The range of PSFs measured in the training fields: the model's validity range.
+        "validity": validity,
+        "reference_psf_fwhm": reference_fwhm or base_metadata.get("reference_psf_fwhm", {}),
         "training": {
             **(config.provenance or {}),
             "astro_stargal_version": __version__,
