@@ -92,7 +92,7 @@ def run(args):
     given = {
         name: value
         for name, value in vars(args).items()
-        if name not in ("command", "run", "sources", "output_dir")
+        if name not in ("command", "run", "python_options", "sources", "output_dir")
     }
     # augment= and band_dropout= (the two switches above) set the augmentation list.
     config = TrainConfig(progress=True).with_options(**given)
