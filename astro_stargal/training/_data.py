@@ -54,22 +54,21 @@ _FIELD_ARRAYS = ("field_psf_fwhm", "field_psf_ellipticity")
 class LabelledField:
     """One field of labelled sources: a table and its images (any form `classify_sources` takes).
 
-        Attributes
-        ----------
-        name : str
-            Unique name of the field (the train/validation split is by field).
-        table : `~astropy.table.Table`
-            Sources with positions and a label column.
-        images : dict
-            Band -> image, as for `~astro_stargal.classify_sources`.
+    Attributes
+    ----------
+    name : str
+        Unique name of the field (the train/validation split is by field).
+    table : `~astropy.table.Table`
+        Sources with positions and a label column.
+    images : dict
+        Band -> image, as for `~astro_stargal.classify_sources`.
 
-        Examples
-        --------
-        >>> from astropy import units as u
-    from astropy.table import Table
-        >>> field = LabelledField("f1", Table({"ra": [150.0], "dec": [2.0], "label": ["star"]}), {"r": "r.fits"})
-        >>> field.name
-        'f1'
+    Examples
+    --------
+    >>> from astropy.table import Table
+    >>> field = LabelledField("f1", Table({"ra": [150.0], "dec": [2.0], "label": ["star"]}), {"r": "r.fits"})
+    >>> field.name
+    'f1'
     """
 
     name: str
