@@ -404,3 +404,41 @@ def test_train_signature_and_body_fit_on_one_screen():
     assert isinstance(docstring.value, ast.Constant) and isinstance(docstring.value.value, str)
     n_lines = len(source.splitlines()) - (docstring.end_lineno - docstring.lineno + 1)
     assert n_lines <= 45, f"train() is {n_lines} lines without its docstring"
+
+
+def test_a_tiny_psf_conditioned_model_trains_end_to_end_and_records_its_psf_range(sky, tmp_path):
+    from astro_stargal.pipeline import FEATURE_NAMES, PSF_FEATURE_NAMES
+
+    features = FEATURE_NAMES + PSF_FEATURE_NAMES
+    reference = dict.fromkeys(band_order(), 0.13)  # the tiny tiles hold too few stars to measure their PSF
+    weights_dir = train(
+        sky,
+        tmp_path / "psf",
+        **{**TINY, "epochs": 2},
+        features=features,
+        reference_psf_fwhm=reference,
+        position_error=0.02,
+    )
+    model = load_model(weights_dir, device="cpu")
+    assert model.feature_names == features
+    assert model.reference_psf_fwhm == reference
+    assert model.metadata["training"]["config"]["position_error"] == 0.02
+    history = Table.read(tmp_path / "psf" / "history.csv")
+    assert np.isfinite(history["val_loss"]).all()
+
+
+def test_grown_features_start_from_the_initial_models_predictions():
+    from astro_stargal.models import StarGalaxyNet
+    from astro_stargal.pipeline import FEATURE_NAMES, PSF_FEATURE_NAMES
+    from astro_stargal.training._train import _with_features
+
+    torch.manual_seed(0)
+    net = StarGalaxyNet(3, len(FEATURE_NAMES), backbone="resnet18").eval()
+    grown = _with_features(net, list(FEATURE_NAMES), list(FEATURE_NAMES + PSF_FEATURE_NAMES)).eval()
+    stamps = torch.randn(4, 6, 32, 32)
+    catalog = torch.randn(4, 3, len(FEATURE_NAMES) + 1)
+    catalog[..., -1] = 1.0
+    extra = torch.randn(4, 3, len(PSF_FEATURE_NAMES))
+    grown_catalog = torch.cat([catalog[..., :-1], extra, catalog[..., -1:]], dim=-1)
+    with torch.inference_mode():
+        torch.testing.assert_close(grown(stamps, grown_catalog), net(stamps, catalog))

@@ -1,10 +1,13 @@
-"""PSFs the user gives: a PSFEx ``.psf`` file, an array, a GalSim profile, or a `PSFModel`.
+"""PSFs the user gives: a PSFEx ``.psf`` file, a FITS PSF image or grid, an array, a GalSim profile, or a `PSFModel`.
 
 Every form becomes a `PSFModel` of effective (pixel-convolved) PSFs:
 
 - a PSFEx model is evaluated at a grid of nodes over the area it was fitted
   on (its polynomial in ``X_IMAGE``, ``Y_IMAGE``; 1-based FITS pixels become
   0-based), sampled every ``PSF_SAMP`` image pixels;
+- a FITS PSF image (`read_psf_image`) is one effective PSF, or a cube of them
+  with a ``NODES`` table of their pixel positions (``x``, ``y``), sampled
+  ``OVERSAMP`` times per image pixel (the simulator's ``{band}.psf.fits``);
 - an array is one effective PSF valid everywhere (``(m, m)``), or one per
   node with the nodes given;
 - a GalSim profile is taken as the optical PSF: it is convolved with the
@@ -18,7 +21,15 @@ from astropy.io import fits
 
 from ._model import PSFModel
 
-__all__ = ["GALSIM_OVERSAMPLING", "PSFEX_NODES_PER_SIDE", "as_psf_model", "psf_from_galsim", "read_psfex"]
+__all__ = [
+    "GALSIM_OVERSAMPLING",
+    "PSFEX_NODES_PER_SIDE",
+    "as_psf_model",
+    "psf_from_galsim",
+    "read_psf_file",
+    "read_psf_image",
+    "read_psfex",
+]
 
 #: Samples per image pixel when a GalSim profile is drawn.
 GALSIM_OVERSAMPLING = 4
@@ -97,6 +108,87 @@ def _psfex_image(basis, degree, position):
     return image
 
 
+def read_psf_image(path):
+    """Read an effective PSF image, or a grid of them, from a FITS file.
+
+    Parameters
+    ----------
+    path : str or `~pathlib.Path`
+        A FITS file whose ``PSF`` extension (or first image) is one PSF
+        ``(m, m)`` or a cube ``(n_nodes, m, m)``; a cube needs a ``NODES``
+        table with each node's 0-based pixel ``x`` and ``y``. ``OVERSAMP``
+        in the header gives the samples per image pixel (default 1).
+
+    Returns
+    -------
+    psf : `PSFModel`
+
+    Raises
+    ------
+    ValueError
+        If the file holds no PSF image, or a cube without its nodes.
+
+    Examples
+    --------
+    >>> psf = read_psf_image("r.psf.fits")  # doctest: +SKIP
+    >>> len(psf), psf.oversampling  # doctest: +SKIP
+    (16, 4.0)
+    """
+    path = Path(path)
+    with fits.open(path) as hdus:
+        images = [hdu for hdu in hdus if getattr(hdu, "is_image", False) and hdu.data is not None]
+        named = [hdu for hdu in images if hdu.name == "PSF"]
+        if not (named or images):
+            msg = f"{str(path)!r} holds no PSF image"
+            raise ValueError(msg)
+        hdu = (named or images)[0]
+        data = np.asarray(hdu.data, dtype=np.float64)
+        oversampling = float(hdu.header.get("OVERSAMP", 1.0))
+        if data.ndim == 2:
+            return PSFModel(data, [[0.0, 0.0]], oversampling=oversampling, origin="array")
+        if "NODES" not in hdus:
+            msg = f"{str(path)!r}: a cube of {len(data)} PSFs needs a NODES table of their pixel positions"
+            raise ValueError(msg)
+        nodes = hdus["NODES"].data
+        positions = np.column_stack([np.asarray(nodes["x"], float), np.asarray(nodes["y"], float)])
+    return PSFModel(data, positions, oversampling=oversampling, origin="array")
+
+
+def read_psf_file(path):
+    """Read a PSF from a file: a PSFEx model (a ``PSF_DATA`` table) or a FITS PSF image or grid.
+
+    Parameters
+    ----------
+    path : str or `~pathlib.Path`
+
+    Returns
+    -------
+    psf : `PSFModel`
+
+    Raises
+    ------
+    FileNotFoundError
+        If there is no such file.
+    ValueError
+        If it is neither.
+
+    Examples
+    --------
+    >>> psf = read_psf_file("r.psf")  # doctest: +SKIP
+    """
+    path = Path(path)
+    if not path.is_file():
+        msg = f"PSF file {str(path)!r} does not exist"
+        raise FileNotFoundError(msg)
+    try:
+        with fits.open(path) as hdus:
+            is_psfex = "PSF_DATA" in hdus
+    except OSError as error:
+        msg = f"{str(path)!r} is not a FITS file ({error}); give a PSFEx .psf or a FITS PSF image"
+        raise ValueError(msg) from error
+    return read_psfex(path) if is_psfex else read_psf_image(path)
+
+
 def psf_from_galsim(profile, pixel_scale, *, size=2.5):
     """Draw a GalSim profile (the optical PSF, in arcsec) as an effective PSF.
 
@@ -137,8 +229,9 @@ def as_psf_model(psf, band, pixel_scale):
     Parameters
     ----------
     psf : `PSFModel`, str, `~pathlib.Path`, 2D `~numpy.ndarray` or ``galsim.GSObject``
-        A model, a PSFEx ``.psf`` path, an effective PSF sampled at the image
-        pixels (centred in the array), or a GalSim optical PSF.
+        A model, a file (`read_psf_file`: a PSFEx ``.psf`` or a FITS PSF image
+        or grid), an effective PSF sampled at the image pixels (centred in the
+        array), or a GalSim optical PSF.
     band : str
         For error messages.
     pixel_scale : float
@@ -162,7 +255,7 @@ def as_psf_model(psf, band, pixel_scale):
     if isinstance(psf, PSFModel):
         return psf
     if isinstance(psf, (str, Path)):
-        return read_psfex(psf)
+        return read_psf_file(psf)
     if hasattr(psf, "drawImage"):
         return psf_from_galsim(psf, pixel_scale)
     if isinstance(psf, np.ndarray):

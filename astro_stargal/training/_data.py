@@ -54,22 +54,21 @@ _FIELD_ARRAYS = ("field_psf_fwhm", "field_psf_ellipticity")
 class LabelledField:
     """One field of labelled sources: a table and its images (any form `classify_sources` takes).
 
-        Attributes
-        ----------
-        name : str
-            Unique name of the field (the train/validation split is by field).
-        table : `~astropy.table.Table`
-            Sources with positions and a label column.
-        images : dict
-            Band -> image, as for `~astro_stargal.classify_sources`.
+    Attributes
+    ----------
+    name : str
+        Unique name of the field (the train/validation split is by field).
+    table : `~astropy.table.Table`
+        Sources with positions and a label column.
+    images : dict
+        Band -> image, as for `~astro_stargal.classify_sources`.
 
-        Examples
-        --------
-        >>> from astropy import units as u
-    from astropy.table import Table
-        >>> field = LabelledField("f1", Table({"ra": [150.0], "dec": [2.0], "label": ["star"]}), {"r": "r.fits"})
-        >>> field.name
-        'f1'
+    Examples
+    --------
+    >>> from astropy.table import Table
+    >>> field = LabelledField("f1", Table({"ra": [150.0], "dec": [2.0], "label": ["star"]}), {"r": "r.fits"})
+    >>> field.name
+    'f1'
     """
 
     name: str
@@ -211,25 +210,27 @@ def _fields_from_simulation(directory):
         raise FileNotFoundError(msg)
     truth = Table.read(truth_path)
     if "tile" not in truth.colnames:
-        images = {
-            band: str(directory / f"{band}.fits")
-            for band in band_order()
-            if (directory / f"{band}.fits").exists()
-        }
-        return [LabelledField(name=directory.name, table=truth, images=images)]
-    fields = []
-    for tile in np.unique(truth["tile"]):
-        images = {
-            band: str(directory / f"tile{tile}_{band}.fits")
-            for band in band_order()
-            if (directory / f"tile{tile}_{band}.fits").exists()
-        }
-        fields.append(
-            LabelledField(
-                name=f"{directory.name}/tile{tile}", table=truth[truth["tile"] == tile], images=images
-            )
+        return [LabelledField(name=directory.name, table=truth, images=_simulated_images(directory, ""))]
+    return [
+        LabelledField(
+            name=f"{directory.name}/tile{tile}",
+            table=truth[truth["tile"] == tile],
+            images=_simulated_images(directory, f"tile{tile}_"),
         )
-    return fields
+        for tile in np.unique(truth["tile"])
+    ]
+
+
+def _simulated_images(directory, prefix):
+    """Band -> image path, or ``(image, weight map)`` paths where the simulator wrote a weight map."""
+    images = {}
+    for band in band_order():
+        image = directory / f"{prefix}{band}.fits"
+        if not image.exists():
+            continue
+        weight = directory / f"{prefix}{band}.weight.fits"
+        images[band] = (str(image), str(weight)) if weight.exists() else str(image)
+    return images
 
 
 def build_training_set(

@@ -225,7 +225,12 @@ def _metadata(config, base_metadata, data, training, validation, loop, metrics):
         "preprocessing": {"image_softening": IMAGE_SOFTENING},
         # The range of PSFs measured in the training fields: the model's validity range.
         "validity": validity,
-        "reference_psf_fwhm": reference_fwhm or base_metadata.get("reference_psf_fwhm", {}),
+        # Measured where the training fields allowed, else the reference the fields were prepared with.
+        "reference_psf_fwhm": {
+            **base_metadata.get("reference_psf_fwhm", {}),
+            **(config.reference_psf_fwhm or {}),
+            **reference_fwhm,
+        },
         "training": {
             **(config.provenance or {}),
             "astro_stargal_version": __version__,
