@@ -218,3 +218,18 @@ def _strongly_connected(graph):
         if node not in index:
             visit(node)
     return components
+
+
+def test_every_path_the_architecture_page_names_exists():
+    """The developer guide's answers to "where does this change go" point at real files and folders."""
+    import re
+
+    page = (PACKAGE_ROOT.parent / "docs" / "dev" / "architecture.md").read_text()
+    named = set(re.findall(r"`([\w./]+/[\w./]*|[\w/]+\.py)`", page))
+    assert len(named) > 20
+    missing = []
+    for path in sorted(named):
+        candidates = [PACKAGE_ROOT.parent / path, PACKAGE_ROOT / path]
+        if not any(candidate.exists() for candidate in candidates):
+            missing.append(path)
+    assert not missing, f"the architecture page names paths that do not exist: {missing}"
