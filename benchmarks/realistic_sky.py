@@ -161,7 +161,10 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--weights", help="model name or weights directory (default: the bundled model)")
     parser.add_argument("--label", default="bundled", help="name of this model in the results file")
-    parser.add_argument("--tiles", type=int, default=8, help="tiles of the realistic and nominal skies")
+    parser.add_argument("--tiles", type=int, default=8, help="tiles of the realistic sky")
+    parser.add_argument(
+        "--nominal-tiles", type=int, default=48, help="tiles of the nominal sky (the model card's 48)"
+    )
     parser.add_argument("--sweep-tiles", type=int, default=3, help="tiles per width of the PSF sweep")
     parser.add_argument("--offset-tiles", type=int, default=4, help="tiles classified per offset")
     parser.add_argument("--size", type=int, default=1024, help="tile side in pixels")
