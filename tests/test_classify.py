@@ -622,7 +622,7 @@ def test_progress_is_shown_when_a_call_is_expected_to_take_more_than_a_couple_of
     assert _inference.expected_seconds(50_000, torch.device("cuda")) < _inference.PROGRESS_AFTER_SECONDS
 
 
-@pytest.mark.parametrize(("rate", "shown"), [(1, True), (10**9, False)])
+@pytest.mark.parametrize(("rate", "shown"), [(1e-3, True), (10**9, False)])
 def test_the_progress_bar_follows_the_expected_time(classify, field, capsys, monkeypatch, rate, shown):
     monkeypatch.setitem(_inference.EXPECTED_SOURCES_PER_SECOND, "cpu", rate)
     classify(field.table(), field.images())
