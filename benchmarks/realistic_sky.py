@@ -191,8 +191,8 @@ def main(argv=None):
             results["realistic"] = summarise(classify_sky(sky, model))
         if "nominal" in sections:
             sky = simulated_sky(
-                sky_dir / f"nominal_{args.size}_{args.tiles}",
-                tiles=args.tiles,
+                sky_dir / f"nominal_{args.size}_{args.nominal_tiles}",
+                tiles=args.nominal_tiles,
                 size=args.size,
                 seed=NOMINAL_SEED,
                 n_jobs=args.n_jobs,
