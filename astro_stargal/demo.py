@@ -1,11 +1,15 @@
 """The small simulated CSST field bundled with the package: classify it, or write it out to try the examples.
 
 The field (``astro_stargal/data/demo_field.fits``: seven tile-compressed
-image extensions named NUV, u, g, r, i, z, y) and its truth table
-(``demo_truth.ecsv``) come from `astro_stargal.simulate.make_demo_data`.
-`run_demo` classifies it and draws the result; `write_demo_files` writes it
-as the files a user starts from (one FITS image per band and a source
-table), on which the examples of the README and the documentation run.
+image extensions named NUV, u, g, r, i, z, y), its truth table
+(``demo_truth.ecsv``) and each band's PSF (``demo_psf.fits``: the field is
+too small to hold the eight bright isolated stars per band that measuring
+a PSF needs, so it comes with its PSF as survey images come with a PSF
+model) come from `astro_stargal.simulate.make_demo_data`. `run_demo`
+classifies it and draws the result; `write_demo_files` writes it as the
+files a user starts from (one FITS image and one PSF file per band and a
+source table), on which the examples of the README and the documentation
+run.
 """
 
 import importlib.resources
@@ -17,10 +21,12 @@ from astropy.io import fits
 from astropy.table import Table
 
 from .instrument import PIXEL_SCALE, band_order
+from .psf import read_psf_image
 
 __all__ = [
     "DEMO_FIGURE",
     "DEMO_IMAGES",
+    "DEMO_PSF",
     "DEMO_SOURCES",
     "DEMO_SOURCE_COLUMNS",
     "DEMO_TABLE",
@@ -32,12 +38,14 @@ __all__ = [
 #: Bundled files, in the package ``astro_stargal.data``.
 DEMO_IMAGES = "demo_field.fits"
 DEMO_TRUTH = "demo_truth.ecsv"
+DEMO_PSF = "demo_psf.fits"
 
 #: Files written by `run_demo`.
 DEMO_TABLE = "demo_classified.ecsv"
 DEMO_FIGURE = "demo_field.png"
 
-#: The source table written by `write_demo_files` (the images are ``{band}.fits``).
+#: The source table written by `write_demo_files` (the images are ``{band}.fits``, their PSFs
+#: ``{band}.psf.fits``).
 DEMO_SOURCES = "sources.ecsv"
 
 #: Its columns: an id and the sky position, as in a survey catalog, plus the simulation's truth
@@ -83,10 +91,11 @@ def run_demo(output_dir, *, device=None, weights=None):
 
     output_dir = Path(output_dir)
     with ExitStack() as stack:
-        image_path, truth_path = _bundled_files(stack)
+        image_path, truth_path, psf_path = _bundled_files(stack)
         images = {band: f"{image_path}[{band}]" for band in band_order()}
         truth = Table.read(truth_path)
-        classified = classify_sources(truth, images, weights=weights, device=device)
+        psf = {band: read_psf_image(psf_path, extension=band) for band in band_order()}
+        classified = classify_sources(truth, images, weights=weights, device=device, psf=psf)
         output_dir.mkdir(parents=True, exist_ok=True)
         table_path = output_dir / DEMO_TABLE
         classified.write(table_path, overwrite=True)
@@ -101,8 +110,10 @@ def write_demo_files(directory, *, overwrite=False):
     These are the files that the examples of the README and of the
     documentation use, in the form a user's own data take: ``NUV.fits``,
     ``u.fits``, ... ``y.fits`` (uncompressed, with the WCS, ``BAND`` and the
-    ``MAGZERO`` zero point in the header) and ``sources.ecsv`` (the columns
-    `DEMO_SOURCE_COLUMNS`: ``id``, ``ra``/``dec`` in degrees, and the
+    ``MAGZERO`` zero point in the header), each band's PSF ``NUV.psf.fits``
+    ... ``y.psf.fits`` (an image 4 times oversampled, ``OVERSAMP = 4``, as
+    `~astro_stargal.psf.read_psf_file` reads it) and ``sources.ecsv`` (the
+    columns `DEMO_SOURCE_COLUMNS`: ``id``, ``ra``/``dec`` in degrees, and the
     simulation's truth, ``mag_r`` and ``label``).
 
     Parameters
@@ -117,7 +128,8 @@ def write_demo_files(directory, *, overwrite=False):
     sources_path : `~pathlib.Path`
         The source table.
     image_paths : dict
-        Band -> `~pathlib.Path` of its image, in wavelength order.
+        Band -> `~pathlib.Path` of its image, in wavelength order (its PSF
+        is beside it, ``{band}.psf.fits``).
 
     Raises
     ------
@@ -136,13 +148,16 @@ def write_demo_files(directory, *, overwrite=False):
     directory = Path(directory)
     sources_path = directory / DEMO_SOURCES
     image_paths = {band: directory / f"{band}.fits" for band in band_order()}
-    existing = [str(path) for path in (sources_path, *image_paths.values()) if path.exists()]
+    psf_paths = {band: directory / f"{band}.psf.fits" for band in band_order()}
+    existing = [
+        str(path) for path in (sources_path, *image_paths.values(), *psf_paths.values()) if path.exists()
+    ]
     if existing and not overwrite:
         msg = f"{existing} already exist; pass overwrite=True to replace them"
         raise FileExistsError(msg)
     directory.mkdir(parents=True, exist_ok=True)
     with ExitStack() as stack:
-        image_path, truth_path = _bundled_files(stack)
+        image_path, truth_path, psf_path = _bundled_files(stack)
         sources = Table.read(truth_path)[list(DEMO_SOURCE_COLUMNS)]
         sources.meta = {"comments": ["The bundled astro_stargal demo field; mag_r and label are its truth."]}
         sources.write(sources_path, overwrite=True)
@@ -150,22 +165,28 @@ def write_demo_files(directory, *, overwrite=False):
             for band, path in image_paths.items():
                 compressed = bundled[band]
                 fits.PrimaryHDU(compressed.data, header=compressed.header).writeto(path, overwrite=True)
+        with fits.open(psf_path) as bundled:
+            for band, path in psf_paths.items():
+                compressed = bundled[band]
+                fits.PrimaryHDU(compressed.data, header=compressed.header).writeto(path, overwrite=True)
     return sources_path, image_paths
 
 
 def _bundled_files(stack):
-    """Paths of the bundled images and truth, kept valid while ``stack`` is open."""
+    """Paths of the bundled images, truth and PSFs, kept valid while ``stack`` is open."""
     data = importlib.resources.files("astro_stargal.data")
-    image_path = stack.enter_context(importlib.resources.as_file(data / DEMO_IMAGES))
-    truth_path = stack.enter_context(importlib.resources.as_file(data / DEMO_TRUTH))
-    missing = [path.name for path in (image_path, truth_path) if not path.is_file()]
+    paths = [
+        stack.enter_context(importlib.resources.as_file(data / name))
+        for name in (DEMO_IMAGES, DEMO_TRUTH, DEMO_PSF)
+    ]
+    missing = [path.name for path in paths if not path.is_file()]
     if missing:
         msg = (
-            f"the bundled demo data {missing} are missing from {image_path.parent}; "
+            f"the bundled demo data {missing} are missing from {paths[0].parent}; "
             "regenerate them with astro_stargal.simulate.make_demo_data()"
         )
         raise FileNotFoundError(msg)
-    return image_path, truth_path
+    return paths
 
 
 def _demo_figure(images, classified, path):

@@ -53,7 +53,7 @@ ALLOWED = {
         "astro_stargal.evaluation",
     },
     "astro_stargal.distributed": {"astro_stargal.classify", "astro_stargal.models"},
-    "astro_stargal.demo": {"astro_stargal.classify", "astro_stargal.evaluation"},
+    "astro_stargal.demo": {"astro_stargal.classify", "astro_stargal.evaluation", "astro_stargal.psf"},
     "astro_stargal.cli": {
         "astro_stargal.classify",
         "astro_stargal.demo",

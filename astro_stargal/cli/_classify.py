@@ -78,8 +78,8 @@ def add_parser(subparsers):
         type=parse_psf_assignment,
         default=[],
         metavar="BAND=PATH",
-        help="PSFEx model (.psf) of a band's PSF; repeat for each band. Bands without one have their "
-        "PSF measured from the catalog's isolated stars",
+        help="a band's PSF: a PSFEx model (.psf) or a FITS PSF image (file.fits[ext] for one extension); "
+        "repeat for each band. Bands without one have their PSF measured from the catalog's isolated stars",
     )
     parser.add_argument(
         "--no-recentre",

@@ -42,6 +42,10 @@ def _write_data(directory, *, overwrite):
 
     sources_path, image_paths = write_demo_files(directory, overwrite=overwrite)
     images = " ".join(f"--image {band}={path}" for band, path in image_paths.items())
-    print(f"wrote {sources_path} and the images {', '.join(str(path) for path in image_paths.values())}")
-    print(f"classify them with:\n  astro-stargal classify {sources_path} {images} -o classified.ecsv")
+    psfs = " ".join(f"--psf {band}={path.with_suffix('.psf.fits')}" for band, path in image_paths.items())
+    print(
+        f"wrote {sources_path}, the images {', '.join(str(path) for path in image_paths.values())} "
+        "and their PSFs (NUV.psf.fits ...)"
+    )
+    print(f"classify them with:\n  astro-stargal classify {sources_path} {images} {psfs} -o classified.ecsv")
     return 0

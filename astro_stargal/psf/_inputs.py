@@ -8,12 +8,14 @@ Every form becomes a `PSFModel` of effective (pixel-convolved) PSFs:
 - a FITS PSF image (`read_psf_image`) is one effective PSF, or a cube of them
   with a ``NODES`` table of their pixel positions (``x``, ``y``), sampled
   ``OVERSAMP`` times per image pixel (the simulator's ``{band}.psf.fits``);
+  ``'file.fits[ext]'`` reads one extension of a file holding several;
 - an array is one effective PSF valid everywhere (``(m, m)``), or one per
   node with the nodes given;
 - a GalSim profile is taken as the optical PSF: it is convolved with the
   pixel and drawn `GALSIM_OVERSAMPLING` times finer than the image.
 """
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +38,9 @@ GALSIM_OVERSAMPLING = 4
 
 #: Nodes along each axis at which a PSFEx model's polynomial is evaluated.
 PSFEX_NODES_PER_SIDE = 4
+
+#: ``'file.fits[ext]'``: one extension of a FITS file, as for images.
+_PATH_WITH_EXTENSION = re.compile(r"^(?P<path>.+)\[(?P<ext>[^\[\]]+)\]$")
 
 
 def read_psfex(path, *, nodes_per_side=PSFEX_NODES_PER_SIDE):
@@ -108,7 +113,7 @@ def _psfex_image(basis, degree, position):
     return image
 
 
-def read_psf_image(path):
+def read_psf_image(path, *, extension=None):
     """Read an effective PSF image, or a grid of them, from a FITS file.
 
     Parameters
@@ -118,6 +123,9 @@ def read_psf_image(path):
         ``(m, m)`` or a cube ``(n_nodes, m, m)``; a cube needs a ``NODES``
         table with each node's 0-based pixel ``x`` and ``y``. ``OVERSAMP``
         in the header gives the samples per image pixel (default 1).
+    extension : str or int, optional
+        Read this extension instead (e.g. a band's, in a file holding the
+        PSF of every band).
 
     Returns
     -------
@@ -127,6 +135,8 @@ def read_psf_image(path):
     ------
     ValueError
         If the file holds no PSF image, or a cube without its nodes.
+    KeyError
+        If there is no such ``extension``.
 
     Examples
     --------
@@ -138,6 +148,11 @@ def read_psf_image(path):
     with fits.open(path) as hdus:
         images = [hdu for hdu in hdus if getattr(hdu, "is_image", False) and hdu.data is not None]
         named = [hdu for hdu in images if hdu.name == "PSF"]
+        if extension is not None:
+            if extension not in hdus:
+                msg = f"{str(path)!r} has no extension {extension!r}"
+                raise KeyError(msg)
+            named = [hdus[extension]]
         if not (named or images):
             msg = f"{str(path)!r} holds no PSF image"
             raise ValueError(msg)
@@ -160,6 +175,8 @@ def read_psf_file(path):
     Parameters
     ----------
     path : str or `~pathlib.Path`
+        The file; ``'file.fits[ext]'`` reads the PSF image in extension
+        ``ext`` (a name or a number) of a file that holds several.
 
     Returns
     -------
@@ -170,12 +187,18 @@ def read_psf_file(path):
     FileNotFoundError
         If there is no such file.
     ValueError
-        If it is neither.
+        If it is neither, or has no extension ``ext``.
 
     Examples
     --------
     >>> psf = read_psf_file("r.psf")  # doctest: +SKIP
+    >>> psf = read_psf_file("psfs.fits[r]")  # doctest: +SKIP
     """
+    extension = None
+    match = _PATH_WITH_EXTENSION.match(str(path))
+    if match and not Path(path).exists():
+        path, extension = match["path"], match["ext"]
+        extension = int(extension) if extension.isdigit() else extension
     path = Path(path)
     if not path.is_file():
         msg = f"PSF file {str(path)!r} does not exist"
@@ -186,7 +209,12 @@ def read_psf_file(path):
     except OSError as error:
         msg = f"{str(path)!r} is not a FITS file ({error}); give a PSFEx .psf or a FITS PSF image"
         raise ValueError(msg) from error
-    return read_psfex(path) if is_psfex else read_psf_image(path)
+    if is_psfex:
+        return read_psfex(path)
+    try:
+        return read_psf_image(path, extension=extension)
+    except KeyError as error:
+        raise ValueError(error.args[0]) from error
 
 
 def psf_from_galsim(profile, pixel_scale, *, size=2.5):
