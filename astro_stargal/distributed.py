@@ -29,7 +29,7 @@ from typing import NamedTuple
 import numpy as np
 from astropy.table import Table
 
-from ._columns import OUTPUT_COLUMNS, output_columns, validate_threshold
+from ._columns import OUTPUT_COLUMNS, PROVENANCE_KEYS, output_columns, validate_threshold
 from .classify import classify_sources
 from .exceptions import StarGalaxyWarning
 from .flags import SourceFlag
@@ -330,7 +330,9 @@ def _big_table_jobs(table, tile_images, tile_column, *, overwrite):
         for index, outcome in zip(rows, outcomes, strict=True):
             if not isinstance(outcome, TileFailure):
                 p_star[index], flags[index], offset[index] = outcome[0]
-        return _add_columns(table.copy(), columns_for(p_star, flags, offset))
+        result = _add_columns(table.copy(), columns_for(p_star, flags, offset))
+        result.meta.update(_merged_provenance([job.tile for job in jobs], outcomes))
+        return result
 
     return jobs, assemble
 
@@ -346,6 +348,23 @@ def _column_builder(threshold, model_name):
     return lambda p_star, flags, offset: output_columns(p_star, flags, threshold, model_name, offset)
 
 
+def _merged_provenance(tiles, outcomes):
+    """One table's provenance from its tiles': the bands of any tile, each tile's images, the last date."""
+    done = [
+        (tile, outcome[2])
+        for tile, outcome in zip(tiles, outcomes, strict=True)
+        if not isinstance(outcome, TileFailure)
+    ]
+    if not done:
+        return {}
+    merged = dict(done[0][1])
+    bands = dict.fromkeys(band for _, meta in done for band in meta.get("SGBANDS", "").split())
+    merged["SGBANDS"] = " ".join(bands)
+    merged["SGIMAGES"] = " | ".join(f"tile {tile}: {meta.get('SGIMAGES', '')}" for tile, meta in done)
+    merged["SGDATE"] = max(meta.get("SGDATE", "") for _, meta in done)
+    return merged
+
+
 def _with_columns(table, outcome, columns_for):
     if isinstance(outcome, TileFailure):
         p_star = np.full(len(table), np.nan, dtype=np.float32)
@@ -353,7 +372,10 @@ def _with_columns(table, outcome, columns_for):
         offset = np.full(len(table), np.nan, dtype=np.float32)
     else:
         p_star, flags, offset = outcome[0]
-    return _add_columns(table.copy(), columns_for(p_star, flags, offset))
+    result = _add_columns(table.copy(), columns_for(p_star, flags, offset))
+    if not isinstance(outcome, TileFailure):
+        result.meta.update(outcome[2])
+    return result
 
 
 def _add_columns(table, columns):
@@ -366,7 +388,7 @@ def _add_columns(table, columns):
 
 
 def _run(client, jobs, plugin, retries, progress, classify_kwargs):
-    """Submit one task per tile; return per job ``((p_star, flags), model_name)`` or a `TileFailure`."""
+    """Submit one task per tile; return per job ``(arrays, model_name, provenance)`` or a `TileFailure`."""
     from distributed import as_completed
     from tqdm.auto import tqdm
 
@@ -396,10 +418,10 @@ def _run(client, jobs, plugin, retries, progress, classify_kwargs):
                 text = "".join(traceback.format_tb(future.traceback()))
                 outcomes[index] = TileFailure(job.tile, error, text, len(job.table))
             else:
-                arrays, model_name, caught = future.result()
+                arrays, model_name, caught, meta = future.result()
                 for message, category in caught:
                     warnings.warn(f"tile {job.tile!r}: {message}", category, stacklevel=4)
-                outcomes[index] = (arrays, model_name)
+                outcomes[index] = (arrays, model_name, meta)
             future.release()
             bar.update(1)
     return outcomes
@@ -414,7 +436,10 @@ def _ensure_plugin(client, plugin):
 
 
 def _classify_tile(table, images, plugin_name, classify_kwargs):
-    """Runs on a worker: classify one tile with the worker's model; return its output arrays, model name, warnings."""
+    """Runs on a worker: classify one tile with the worker's model.
+
+    Returns its output arrays, the model name, the warnings and the provenance ``meta``.
+    """
     from distributed import get_worker
 
     model = get_worker().plugins[plugin_name].model
@@ -428,4 +453,5 @@ def _classify_tile(table, images, plugin_name, classify_kwargs):
         for name in ("p_star", "sg_flags", "sg_offset")
     )
     forwarded = [(str(w.message), w.category) for w in caught if issubclass(w.category, StarGalaxyWarning)]
-    return arrays, model.name, forwarded
+    meta = {key: result.meta[key] for key in PROVENANCE_KEYS if key in result.meta}
+    return arrays, model.name, forwarded, meta

@@ -72,6 +72,8 @@ def test_dask_path_gives_the_local_rows_and_columns(
         np.testing.assert_array_equal(result[tile]["p_star"], expected["p_star"])
         np.testing.assert_array_equal(result[tile]["sg_flags"], expected["sg_flags"])
         assert list(result[tile]["sg_class"].filled("")) == list(expected["sg_class"].filled(""))
+        same = ("SGVERSN", "SGMODEL", "SGSHA256", "SGBANDS", "SGIMAGES", "SGTHRESH", "SGDEVICE")
+        assert {key: result[tile].meta[key] for key in same} == {key: expected.meta[key] for key in same}
 
 
 def test_big_table_comes_back_in_its_original_row_order(
@@ -86,12 +88,19 @@ def test_big_table_comes_back_in_its_original_row_order(
     )
     assert failures == []
     np.testing.assert_array_equal(result["row"], shuffled["row"])
-    expected = vstack([classify(parts[tile], tile_paths[tile]) for tile in parts])
+    expected = vstack(
+        [classify(parts[tile], tile_paths[tile]) for tile in parts], metadata_conflicts="silent"
+    )
     by_row = np.argsort(result["row"])
     # Shuffled, a tile's rows reach the network in another order, and CPU kernels round a row
     # differently by its place in the batch (a few float32 ulps), so equal only to rounding.
     np.testing.assert_allclose(result["p_star"][by_row], expected["p_star"], rtol=1e-6)
     np.testing.assert_array_equal(result["sg_flags"][by_row], expected["sg_flags"])
+    # The provenance names every tile's images (issue 15: a catalog traced months later).
+    assert result.meta["SGMODEL"] == expected.meta["SGMODEL"]
+    for tile, images in tile_paths.items():
+        assert f"tile {tile}: " in result.meta["SGIMAGES"]
+        assert str(Path(images["r"]).resolve()) in result.meta["SGIMAGES"]
 
 
 def test_failed_tile_is_reported_and_the_others_kept(client, model_dir, tile_fields, tile_paths):
