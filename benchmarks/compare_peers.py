@@ -48,6 +48,7 @@ Usage::
 
     python -m benchmarks.compare_peers                 # 4 tiles of 1024 px, a few minutes on 2 cores
     python -m benchmarks.compare_peers --tiles 48      # the held-out set of docs/comparison.md
+    python -m benchmarks.compare_peers --realistic     # realistic co-adds (PSF measured from the images)
 """
 
 import argparse
@@ -67,6 +68,7 @@ from scipy.spatial import cKDTree
 from astro_stargal import classify_sources, load_model
 from astro_stargal.evaluation import purity_completeness, wilson_interval
 from astro_stargal.instrument import PIXEL_SCALE
+from astro_stargal.simulate import Realism
 
 from .common import (
     ACCEPTANCE_R_LIMIT,
@@ -137,6 +139,9 @@ RATE_COLUMNS = ("star_completeness", "galaxy_completeness", "star_purity", "gala
 #: The defaults of the command line, left out of the command the Markdown page quotes.
 DEFAULT_TILES, DEFAULT_SIZE, DEFAULT_SEED = 4, 1024, 99
 
+#: Seed of the held-out realistic sky (as in `benchmarks.realistic_sky`; never used in training).
+REALISTIC_SEED = 20261202
+
 
 # --------------------------------------------------------------------------
 # Tools
@@ -196,10 +201,11 @@ def _run(command, cwd):
     return watch.seconds
 
 
-def run_sextractor(image_path, *, sextractor, psfex):
+def run_sextractor(image_path, *, sextractor, psfex, weight_path=None):
     """Two SExtractor passes around PSFEx on one image.
 
-    The catalogues and the PSF model are written next to ``image_path``.
+    ``weight_path``, an inverse-variance map of the image, is given to both
+    passes (``WEIGHT_TYPE MAP_WEIGHT``) when the field has one. The catalogues and the PSF model are written next to ``image_path``.
     Returns the second-pass catalogue (FITS_LDAC objects table) with the wall
     time of the three runs and the PSF FWHM in its ``meta``.
     """
@@ -217,6 +223,8 @@ def run_sextractor(image_path, *, sextractor, psfex):
         "-STARNNW_NAME",
         NEURAL_NETWORK_FILE,
     ]
+    if weight_path is not None:
+        photometry += ["-WEIGHT_TYPE", "MAP_WEIGHT", "-WEIGHT_IMAGE", str(weight_path)]
     stars_catalog = f"{name}_psfstars.cat"
     seconds = _run(
         [
@@ -285,10 +293,18 @@ def match_one_to_one(detections, truth, radius_pixels):
 def compare_field(field, workdir, *, sextractor, psfex, model):
     """Run every method on one tile; return the matched sources with all scores and the timings."""
     image_path = workdir / f"{field.name.replace('/', '_')}_{DETECTION_BAND}.fits"
-    with fits.open(field.images[DETECTION_BAND]) as hdul:
-        hdu = next(hdu for hdu in hdul if hdu.data is not None)
-        fits.PrimaryHDU(hdu.data, hdu.header).writeto(image_path, overwrite=True)
-    detections = run_sextractor(image_path, sextractor=sextractor, psfex=psfex)
+    image = field.images[DETECTION_BAND]
+    # A realistic field gives each band as (image, weight map).
+    image, weight_path = image if isinstance(image, tuple) else (image, None)
+    # SExtractor reads a plain primary image: copy out of (compressed) extensions.
+    for source, target in ((image, image_path), (weight_path, image_path.with_suffix(".weight.fits"))):
+        if source is None:
+            continue
+        with fits.open(source) as hdul:
+            hdu = next(hdu for hdu in hdul if hdu.data is not None)
+            fits.PrimaryHDU(hdu.data, hdu.header).writeto(target, overwrite=True)
+    weight_path = None if weight_path is None else image_path.with_suffix(".weight.fits")
+    detections = run_sextractor(image_path, sextractor=sextractor, psfex=psfex, weight_path=weight_path)
     detected, true = match_one_to_one(detections, field.table, MATCH_RADIUS_ARCSEC / PIXEL_SCALE)
 
     matched = Table()
@@ -385,7 +401,7 @@ def comparison_table(matched, timings):
     rows = []
     for selection, rows_in in _selections(matched):
         subset = matched[rows_in]
-        is_star = np.asarray(subset["label"]) == "star"
+        is_star = point_like(subset)
         reference_errors = None
         for method, tuned, _ in METHODS:
             calls, threshold = called_star(subset, method, is_star)
@@ -460,7 +476,7 @@ def rates_by_magnitude(matched):
     ``benchmarks/results/`` so that the figure can be redrawn without
     SExtractor.
     """
-    is_star = np.asarray(matched["label"]) == "star"
+    is_star = point_like(matched)
     mag_r = np.asarray(matched["mag_r"])
     edges = np.asarray(FIGURE_BINS, dtype=float)
     n_stars, _ = np.histogram(mag_r[is_star], bins=edges)
@@ -717,10 +733,21 @@ from the colours.
 # --------------------------------------------------------------------------
 
 
-def simulate_held_out(sky_dir, *, n_tiles, size, seed):
-    """Render the held-out tiles once; reuse them when ``sky_dir`` already holds them."""
+def point_like(table):
+    """True for true stars and QSOs: what ``p_star`` and a star/galaxy cut call point-like."""
+    return np.isin(np.char.lower(np.asarray(table["label"]).astype(str)), ["star", "qso"])
+
+
+def simulate_held_out(sky_dir, *, n_tiles, size, seed, realistic=False):
+    """Render the held-out tiles once; reuse them when ``sky_dir`` already holds them.
+
+    ``realistic`` renders realistic co-adds (`astro_stargal.simulate.Realism`
+    with ``variation=True``: aberrated PSFs varying over each tile, resampled
+    exposures, defects, realistic populations), as `benchmarks.realistic_sky` does.
+    """
+    options = {"realism": Realism(), "variation": True} if realistic else {}
     fields = simulated_sky(
-        sky_dir, tiles=n_tiles, size=size, seed=seed, n_jobs=min(n_tiles, os.cpu_count() or 1)
+        sky_dir, tiles=n_tiles, size=size, seed=seed, n_jobs=min(n_tiles, os.cpu_count() or 1), **options
     )
     if len(fields) == 1 and "tile" not in fields[0].table.colnames:
         fields[0].table["tile"] = 0
@@ -738,6 +765,10 @@ def command_line(meta):
         )
         if meta[key] != default
     ]
+    if meta.get("realistic"):
+        options.append("--realistic")
+    if meta.get("weights"):
+        options.append(f"--weights {meta['weights']}")
     return " ".join(["python -m benchmarks.compare_peers", *options])
 
 
@@ -758,22 +789,41 @@ def main(argv=None):
         default=Path(tempfile.gettempdir()) / "astro_stargal_compare_peers",
         help="where the simulated tiles and SExtractor files go",
     )
-    parser.add_argument("--table", type=Path, default=TABLE_PATH)
-    parser.add_argument("--by-magnitude", type=Path, default=BY_MAGNITUDE_PATH)
-    parser.add_argument("--markdown", type=Path, default=MARKDOWN_PATH)
-    parser.add_argument("--figure", type=Path, default=FIGURE_PATH)
+    parser.add_argument(
+        "--realistic",
+        action="store_true",
+        help=f"realistic co-adds (seed {REALISTIC_SEED} unless --seed) instead of the nominal sky; "
+        "results go to compare_peers_realistic*.ecsv and the docs page and figure are not rewritten",
+    )
+    parser.add_argument("--weights", help="model name or weights directory (default: the bundled model)")
+    parser.add_argument("--table", type=Path, default=None)
+    parser.add_argument("--by-magnitude", type=Path, default=None)
+    parser.add_argument("--markdown", type=Path, default=None)
+    parser.add_argument("--figure", type=Path, default=None)
     args = parser.parse_args(argv)
     if args.seed == 20261126:
         parser.error("seed 20261126 trained the bundled model; choose a held-out seed")
+    if args.realistic:
+        args.seed = REALISTIC_SEED if args.seed == DEFAULT_SEED else args.seed
+        args.table = args.table or RESULTS_DIR / "compare_peers_realistic.ecsv"
+        args.by_magnitude = args.by_magnitude or RESULTS_DIR / "compare_peers_realistic_by_magnitude.ecsv"
+    else:
+        args.table = args.table or TABLE_PATH
+        args.by_magnitude = args.by_magnitude or BY_MAGNITUDE_PATH
+        args.markdown = args.markdown or MARKDOWN_PATH
+        args.figure = args.figure or FIGURE_PATH
 
     sextractor, psfex = find_tools()
-    sky_dir = args.workdir / f"sky_seed{args.seed}_tiles{args.tiles}_size{args.size}"
-    fields = simulate_held_out(sky_dir, n_tiles=args.tiles, size=args.size, seed=args.seed)
-    sextractor_dir = args.workdir / f"sextractor_seed{args.seed}_tiles{args.tiles}_size{args.size}"
+    kind = "realistic_" if args.realistic else ""
+    sky_dir = args.workdir / f"sky_{kind}seed{args.seed}_tiles{args.tiles}_size{args.size}"
+    fields = simulate_held_out(
+        sky_dir, n_tiles=args.tiles, size=args.size, seed=args.seed, realistic=args.realistic
+    )
+    sextractor_dir = args.workdir / f"sextractor_{kind}seed{args.seed}_tiles{args.tiles}_size{args.size}"
     sextractor_dir.mkdir(parents=True, exist_ok=True)
     copy_data_files(sextractor_dir, sextractor)
 
-    model = load_model(model_weights(), device="cpu")
+    model = load_model(model_weights(args.weights), device="cpu")
     tables, timings = [], []
     for field in fields:
         matched, timing = compare_field(
@@ -795,6 +845,9 @@ def main(argv=None):
         "n_tiles": args.tiles,
         "size": args.size,
         "seed": args.seed,
+        "realistic": args.realistic,
+        "weights": args.weights,
+        "model": model.name,
         "area_arcmin2": area,
         "n_detections": sum(t["n_detections"] for t in timings),
         "n_matched": len(matched),
@@ -816,9 +869,14 @@ def main(argv=None):
     for path, result in ((args.table, table), (args.by_magnitude, by_magnitude)):
         path.parent.mkdir(parents=True, exist_ok=True)
         result.write(path, overwrite=True)
-    write_markdown(table, table.meta, args.markdown)
-    plot_comparison(by_magnitude, args.figure)
-    print(f"wrote {args.table}, {args.by_magnitude}, {args.markdown}, {args.figure}")
+    written = [args.table, args.by_magnitude]
+    if args.markdown:
+        write_markdown(table, table.meta, args.markdown)
+        written.append(args.markdown)
+    if args.figure:
+        plot_comparison(by_magnitude, args.figure)
+        written.append(args.figure)
+    print("wrote " + ", ".join(str(path) for path in written))
     return table
 
 
