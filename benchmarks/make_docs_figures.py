@@ -3,7 +3,7 @@
 Run from the repository root (under a minute on the 2-core CPU; the network
 runs only on the 147 sources of the demo field)::
 
-    python -m benchmarks.make_docs_figures [--only demo,training,comparison,tables]
+    python -m benchmarks.make_docs_figures [--only demo,training,comparison,psf,tables]
 
 It writes:
 
@@ -21,6 +21,11 @@ It writes:
     tables ``compare_peers`` keeps in ``benchmarks/results/``
     (``compare_peers.ecsv`` and ``compare_peers_by_magnitude.ecsv``); without
     the second (results made before it was kept) the figure is left as it is.
+``psf``
+    ``docs/_static/psf_sweep.png``: star and galaxy recall at r < 24 against
+    the r-band PSF FWHM of the sweep of ``benchmarks.realistic_sky``, one
+    line per model whose ``realistic_sky_<label>.json`` is in
+    ``benchmarks/results/``, each model's trained r-band FWHM range shaded.
 ``tables``
     ``benchmarks/results/model_card_tables.md``: the Markdown tables of
     ``docs/model_card.md`` (acceptance figures, BLENDED, the ablation, recall
@@ -59,7 +64,7 @@ from astro_stargal.instrument import band_order
 from . import compare_peers
 from .common import DOCS_DIR, REPOSITORY, RESULTS_DIR, STATIC_DIR, model_weights
 
-PARTS = ("demo", "training", "comparison", "tables")
+PARTS = ("demo", "training", "comparison", "psf", "tables")
 
 #: Resolution of the documentation's figures.
 DPI = 110
@@ -151,6 +156,37 @@ def comparison_outputs():
 # --------------------------------------------------------------------------
 # Tables of the model card
 # --------------------------------------------------------------------------
+
+
+def psf_sweep_figure():
+    """Recall against PSF FWHM for every model with realistic-sky results."""
+    results = sorted(RESULTS_DIR.glob("realistic_sky_*.json"))
+    results = [
+        json.loads(path.read_text()) | {"label": path.stem[len("realistic_sky_") :]} for path in results
+    ]
+    results = [result for result in results if result.get("sweep")]
+    if not results:
+        print("no realistic-sky sweep in benchmarks/results/; psf_sweep.png left as it is")
+        return
+    figure, axes = plt.subplots(1, 2, figsize=(8, 3.2), sharey=True, layout="constrained")
+    for index, result in enumerate(results):
+        colour = f"C{index}"
+        widths = sorted(result["sweep"], key=float)
+        fwhm = [float(width) for width in widths]
+        for ax, key in zip(axes, ("point_like_r_lt_24", "galaxy_r_lt_24"), strict=True):
+            recall = [100 * result["sweep"][width][key]["recall"] for width in widths]
+            ax.plot(fwhm, recall, "o-", color=colour, label=f"{result['label']} ({result['model']})")
+        low, high = result["validity"]["psf_fwhm"]["r"]
+        for ax in axes:
+            ax.axvspan(low, high, color=colour, alpha=0.12, lw=0)
+    for ax, title in zip(axes, ("stars and QSOs, r < 24", "galaxies, r < 24"), strict=True):
+        ax.set_title(title)
+        ax.set_xlabel('r-band PSF FWHM (")')
+        ax.axhline(99, color="0.5", ls=":", lw=1)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("recall (%)")
+    axes[0].legend(fontsize="small", loc="lower left")
+    _save(figure, STATIC_DIR / "psf_sweep.png")
 
 
 def _percent(value):
@@ -281,6 +317,7 @@ def main(argv=None):
         "demo": demo_figures,
         "training": training_figures,
         "comparison": comparison_outputs,
+        "psf": psf_sweep_figure,
         "tables": write_model_card_tables,
     }
     for part in PARTS:
