@@ -142,6 +142,13 @@ def summarise(result, r_limit=25.0):
         SourceFlag.CENTROID_FAILED,
     ):
         summary[f"fraction_{flag.name}"] = float(np.mean((flags & flag) != 0))
+    # A wrong answer that carries the flag was at least not confidently wrong.
+    wrong = bright & (called_star != truth_point)
+    flagged = (flags & SourceFlag.PSF_OUT_OF_RANGE) != 0
+    summary[f"errors_r_lt_{r_limit:g}_flagged_PSF_OUT_OF_RANGE"] = {
+        "n_errors": int(wrong.sum()),
+        "flagged": int((wrong & flagged).sum()),
+    }
     offsets = np.asarray(result["sg_offset"], dtype=float)
     summary["median_sg_offset_arcsec"] = float(np.nanmedian(offsets)) if np.isfinite(offsets).any() else None
     return summary
