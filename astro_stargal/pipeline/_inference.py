@@ -301,6 +301,7 @@ def _predict(model, band_images, positions, batch_size, progress, chunk_size, wo
         image_softening=model.image_softening,
         psf_models=psf_models,
         stamp_size=model.stamp_size,
+        image_crop=model.image_crop,
     )
     located = {"same_grid": same_grid, "pin_memory": on_gpu, "psf_models": psf_models}
 
