@@ -512,6 +512,8 @@ def _network(model, stamps, catalog):
     if model.device.type == "cuda":
         with torch.autocast("cuda", dtype=torch.bfloat16):
             return model.net.predict_proba(stamps.contiguous(memory_format=torch.channels_last), catalog)
+    if model.net.backbone == "compact":
+        stamps = stamps.contiguous(memory_format=torch.channels_last)
     return model.net.predict_proba(stamps, catalog)
 
 

@@ -148,11 +148,11 @@ def _teacher_directory(teacher, bands):
 
 
 def _teacher_description(directory):
-    """Name, SHA-256 and weights directory of the distilled teacher (None without one)."""
+    """Name and SHA-256 of the distilled teacher (None without one)."""
     if directory is None:
         return None
     metadata = read_metadata(directory)
-    return {"name": metadata["name"], "sha256": metadata["sha256"], "weights": directory}
+    return {"name": metadata["name"], "sha256": metadata["sha256"]}
 
 
 def _initial_network(config):
