@@ -48,12 +48,12 @@ ISOLATION_RADIUS = 10.0
 #: Pixel boxes cut around each star (a CSST star's light is within 0.5" of it).
 BOX_SIZE = 15
 
-#: Samples per image pixel of the measured effective PSF. Three, not four: with 60 stars a
-#: 4x grid leaves some cells without a sample, and photutils fills them with a scipy
-#: Clough-Tocher interpolation whose evaluation on that regular grid took about a second per
-#: iteration (47 of the 51 s of preparing a 7-band training tile, and most of classifying a
-#: tile whose PSF is measured); the 3x grid leaves almost none empty and the FWHM moves by
-#: under 2% (measured on a simulated tile: 0.1337" at 4x, 0.1358" at 3x).
+#: Samples per image pixel of the measured effective PSF. Three, not four: a 4x grid leaves
+#: cells without a sample, and photutils fills them with a scipy Clough-Tocher interpolation
+#: whose evaluation on that regular grid takes about a second per iteration (47 of the 51 s of
+#: preparing a 7-band training tile on the 2-core CPU). The 3x grid leaves fewer empty (that
+#: tile: 8.4 s to 0.45 s in r), though a band with few stars can still take seconds; the FWHM
+#: moves by under 2% (0.1337" at 4x, 0.1358" at 3x on that tile).
 OVERSAMPLING = 3
 
 #: Pixels between PSF nodes along each axis (the PSF of a CSST-like tile varies over thousands).
