@@ -113,8 +113,8 @@ Training
 ``train_fast_model``
     The recipe behind ``weights/csst-fast``: simulate 56 varied tiles, prepare
     them (with the default model's logits as soft targets) and train the
-    compact model. About 7 minutes of simulation and 13 of preparation and
-    training on the busy 2-core CPU. Needs GalSim. Results:
+    compact model. About 7 minutes of simulation, 20 of preparation and 13
+    of training on the busy 2-core CPU. Needs GalSim. Results:
     ``train_fast_model_history.csv``.
 ``augmentation_ablation``
     The same small model trained with and without augmentation, tested on a
