@@ -79,7 +79,7 @@ def check_metadata(metadata, where="weights metadata"):
     Examples
     --------
     >>> check_metadata({"name": "m", "bands": ["r"], "stamp_size": 32, "sha256": "0",
-    ...                 "architecture": {"n_features": 2}, "feature_names": ["size"]})
+    ...                 "architecture": {"backbone": "compact", "n_features": 2}, "feature_names": ["size"]})
     Traceback (most recent call last):
     ...
     ValueError: weights metadata: feature_names lists 1 feature(s) but the architecture has n_features=2
