@@ -40,10 +40,14 @@ Speed and memory
     fresh interpreter. About a minute. The goal: ``--help`` under 1.5 s.
 ``benchmark_speed``
     Sources per second of `classify_sources` end to end against the network
-    alone, on one rendered field or a simulator directory. About 2 minutes on
-    the CPU; the headline figures need a GPU (``--device cuda --sources
-    100000``). Results: ``benchmark_speed_cpu.txt``, ``benchmark_speed_h100_*.txt``.
-    Needs GalSim unless ``--sky-dir`` is given.
+    alone, for both bundled models side by side (``--models``), and
+    SExtractor's single CLASS_STAR pass on the same r image, with the ratios.
+    About 10 minutes on the busy 2-core CPU for 5,000 rows; the headline GPU
+    figures need ``--device cuda --sources 100000``. Results:
+    ``benchmark_speed_cpu.txt``, ``benchmark_speed_fast_cpu.txt``,
+    ``benchmark_speed_h100_*.txt``. Needs GalSim unless ``--sky-dir`` is
+    given; SExtractor (``source-extractor``) is left out with a message when
+    it is not installed.
 ``benchmark_memory``
     Peak resident memory of `classify_sources` for 10^4, 10^5 and 10^6 sources
     (each in a fresh process) on a 4096² noise field. About 30 minutes (the
@@ -75,6 +79,11 @@ Accuracy of the bundled model
     simulating the tiles). Needs
     GalSim, and the SExtractor and PSFEx programs on the PATH (e.g. the Debian
     packages ``source-extractor`` and ``psfex``).
+``compare_fast_model``
+    ``csst-fast`` against the default model on a held-out nominal sky: errors
+    at r < 25 and their ratio, recall, ECE, and the errors by magnitude,
+    galaxy size and ``BLENDED``. About 10 minutes for 12 tiles on the busy
+    CPU. Needs GalSim. Results: ``compare_fast_model.txt`` and ``.json``.
 ``compare_errors``
     Whether two models miss the same sources, and what their ensemble does,
     from two ``evaluate_model --table`` outputs. Seconds. Results:
@@ -101,6 +110,12 @@ Training
     10 minutes on an H100 with 16 cores) and GalSim; ``--quick`` is a
     2-minute smoke run on the CPU. Logs: ``train_h100_*.log``,
     ``*/history.csv``, ``*/test_metrics.json``.
+``train_fast_model``
+    The recipe behind ``weights/csst-fast``: simulate 56 varied tiles, prepare
+    them (with the default model's logits as soft targets) and train the
+    compact model. About 7 minutes of simulation, 20 of preparation and 13
+    of training on the busy 2-core CPU. Needs GalSim. Results:
+    ``train_fast_model_history.csv``.
 ``augmentation_ablation``
     The same small model trained with and without augmentation, tested on a
     held-out sky. About 15 minutes (two 7-minute ResNet-18 trainings).

@@ -111,6 +111,23 @@ def test_torch_kernel_equals_numpy_kernel(
             assert seen & flag, f"{flag.name} not exercised"
 
 
+@pytest.mark.parametrize("noise_maps", [False, True], ids=["sky_noise", "noise_maps"])
+def test_a_cropped_image_is_the_centre_of_the_whole_one_and_the_features_do_not_change(
+    awkward_sources, awkward_sources_with_noise_maps, bands, noise_maps
+):
+    band_images, positions = awkward_sources_with_noise_maps if noise_maps else awkward_sources
+    raw = cut_stamps(band_images, positions, bands, 24)
+    whole = _finish_numpy(raw, BandConstants.from_images(band_images, bands))
+    constants = BandConstants.from_images(band_images, bands, image_crop=16)
+    cropped = _finish_numpy(raw, constants)
+    assert cropped.stamps.shape[-2:] == (16, 16)
+    np.testing.assert_array_equal(cropped.stamps, whole.stamps[..., 4:20, 4:20])
+    np.testing.assert_array_equal(cropped.catalog, whole.catalog)
+    np.testing.assert_array_equal(cropped.flags, whole.flags)
+    result = _finish_torch(raw, constants).numpy()
+    np.testing.assert_allclose(result.stamps, cropped.stamps, rtol=1e-5, atol=1e-5)
+
+
 def test_torch_background_is_the_numpy_nan_median():
     rng = np.random.default_rng(0)
     stamps = rng.normal(size=(6, STAMP, STAMP)).astype(np.float32)

@@ -26,6 +26,8 @@ def test_wheel_contains_the_bundled_weights_and_demo_data(wheel):
     for required in (
         "astro_stargal/_bundled_weights/model.json",
         "astro_stargal/_bundled_weights/model.safetensors",
+        "astro_stargal/_bundled_weights/csst-fast/model.json",
+        "astro_stargal/_bundled_weights/csst-fast/model.safetensors",
         "astro_stargal/data/demo_field.fits",
         "astro_stargal/data/demo_truth.ecsv",
     ):
@@ -43,7 +45,8 @@ def test_installed_wheel_finds_and_loads_its_bundled_model(wheel, tmp_path):
         "import sys; sys.path.insert(0, sys.argv[1]);"
         "import astro_stargal, astro_stargal.models as w;"
         "assert astro_stargal.__file__.startswith(sys.argv[1]), astro_stargal.__file__;"
-        "print(w.bundled_model()); print(w.load_model(device='cpu').name)"
+        "print(w.bundled_model()); print(w.load_model(device='cpu').name);"
+        "print(w.fast_model()); print(w.load_model(w.fast_model(), device='cpu').name)"
     )
     result = subprocess.run(
         [sys.executable, "-c", script, str(target)],
@@ -52,6 +55,8 @@ def test_installed_wheel_finds_and_loads_its_bundled_model(wheel, tmp_path):
         text=True,
         cwd=tmp_path,
     )
-    directory, name = result.stdout.split()
+    directory, name, fast_directory, fast_name = result.stdout.split()
     assert Path(directory) == target / "astro_stargal" / "_bundled_weights"
     assert name == "csst-resnet50-bilstm"
+    assert Path(fast_directory) == target / "astro_stargal" / "_bundled_weights" / "csst-fast"
+    assert fast_name == "csst-fast"

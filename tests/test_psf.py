@@ -80,6 +80,33 @@ def test_too_few_stars_is_an_error_naming_the_count():
         measure_psf(image, np.array([50.0]), np.array([50.0]), noise=1.0)
 
 
+def test_every_psf_star_carries_a_label_so_photutils_can_name_one_it_excludes(monkeypatch):
+    # photutils' EPSFBuilder reports a star whose fit fails after three iterations as
+    # ``star.id_label - 1``; an unlabelled star made that report a TypeError.
+    from photutils.psf import EPSFBuilder
+
+    built = []
+    original = EPSFBuilder.__call__
+
+    def spy(self, stars):
+        built.append([star.id_label for star in stars.all_stars])
+        return original(self, stars)
+
+    monkeypatch.setattr(EPSFBuilder, "__call__", spy)
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:200, :200]
+    x, y = (np.mgrid[20:200:30, 20:200:30] + rng.uniform(-0.5, 0.5, (2, 6, 6))).reshape(2, -1)
+    image = rng.normal(0, 1, (200, 200))
+    for xs, ys in zip(x, y, strict=True):
+        image += 3000 * np.exp(-((xx - xs) ** 2 + (yy - ys) ** 2) / (2 * 0.9**2)) / (2 * np.pi * 0.81)
+    measure_psf(image, x, y, noise=1.0)
+    assert built
+    for labels in built:
+        assert all(isinstance(label, int) for label in labels)
+        assert len(set(labels)) == len(labels)
+        assert min(labels) >= 1
+
+
 def test_psfex_model_is_evaluated_as_its_polynomial_in_the_fitted_area(tmp_path):
     yy, xx = np.mgrid[:25, :25] - 12.0
     constant = np.exp(-(xx**2 + yy**2) / (2 * 3.0**2))

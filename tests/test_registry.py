@@ -32,8 +32,10 @@ from astro_stargal.instrument import PIXEL_SCALE
 from astro_stargal.models import (
     DEFAULT_MODEL,
     ENTRY_POINT_GROUP,
+    FAST_MODEL,
     METADATA_FILE,
     StarGalaxyNet,
+    fast_model,
     save_weights,
     unregister_model,
 )
@@ -161,6 +163,40 @@ def test_bundled_model_is_known_in_a_checkout_that_was_never_installed(monkeypat
     assert bundled["source"] == "bundled"
     assert bundled["distribution"] == ""
     assert bundled["available"], bundled["reason"]
+
+
+def test_the_fast_model_is_bundled_through_the_entry_point_group_like_a_third_party_model(capsys):
+    entry_points = {entry.name: entry for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
+    assert entry_points[FAST_MODEL].value == "astro_stargal.models:fast_model"
+    models = list_models()
+    assert list(models["name"][:2]) == [DEFAULT_MODEL, FAST_MODEL]
+    fast = row_of(models, FAST_MODEL)
+    assert (fast["source"], fast["available"], fast["stamp_size"]) == ("bundled", True, 24)
+    assert Path(fast["path"]) == fast_model()
+    model = load_model(FAST_MODEL, device="cpu")
+    assert (model.name, model.image_crop, model.metadata["architecture"]["backbone"]) == (
+        FAST_MODEL,
+        16,
+        "compact",
+    )
+    assert model.metadata["training"]["teacher"]["name"] == DEFAULT_MODEL
+    assert main(["info"]) == 0
+    assert any(
+        line.startswith(f"model {FAST_MODEL} [bundled (astro_stargal ")
+        for line in capsys.readouterr().out.splitlines()
+    )
+
+
+def test_both_bundled_models_are_known_in_a_checkout_that_was_never_installed(monkeypatch):
+    with monkeypatch.context() as patch:
+        patch.setattr(
+            importlib.metadata, "entry_points", lambda **selection: importlib.metadata.EntryPoints([])
+        )
+        models = list_models(refresh=True)
+    rescan()
+    for name in (DEFAULT_MODEL, FAST_MODEL):
+        row = row_of(models, name)
+        assert (row["source"], row["available"]) == ("bundled", True), row["reason"]
 
 
 # --- entry points ----------------------------------------------------------------------------------

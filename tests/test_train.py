@@ -240,6 +240,7 @@ def test_every_option_of_train_config_is_recorded_and_restored():
     config = TrainConfig(
         bands=["g", "r", "i"],
         stamp_size=24,
+        image_crop=16,
         label_column="truth",
         features=["size", "spread_model"],
         recentre=False,
@@ -247,8 +248,11 @@ def test_every_option_of_train_config_is_recorded_and_restored():
         max_magnitude=25.5,
         reference_psf_fwhm={"g": 0.12, "r": 0.13},
         init="random",
-        backbone="resnet18",
+        backbone="compact",
+        lstm_hidden=16,
         branches=["image"],
+        teacher="csst-resnet50-bilstm",
+        teacher_weight=0.7,
         epochs=7,
         batch_size=64,
         learning_rate=1e-3,
@@ -286,6 +290,10 @@ def test_every_option_of_train_config_is_recorded_and_restored():
         ({"validation_fraction": 1.0}, "validation_fraction"),
         ({"patience": 0}, "patience"),
         ({"backbone": "vgg16"}, "backbone"),
+        ({"image_crop": 40}, "image_crop"),
+        ({"backbone": "resnet18", "stamp_size": 24, "image_crop": 12}, "image_crop"),
+        ({"lstm_hidden": 0}, "lstm_hidden"),
+        ({"teacher_weight": 1.5}, "teacher_weight"),
         ({"branches": ("image", "spectrum")}, "branches"),
         ({"bands": "gri"}, "bands"),
         ({"augmentations": ["rotate"]}, "augmentations"),
@@ -442,3 +450,29 @@ def test_grown_features_start_from_the_initial_models_predictions():
     grown_catalog = torch.cat([catalog[..., :-1], extra, catalog[..., -1:]], dim=-1)
     with torch.inference_mode():
         torch.testing.assert_close(grown(stamps, grown_catalog), net(stamps, catalog))
+
+
+def test_a_tiny_compact_model_distilled_from_the_bundled_one_trains_end_to_end_on_the_cpu(sky, tmp_path):
+    output = tmp_path / "distilled"
+    options = {**TINY, "epochs": 2, "backbone": "compact", "stamp_size": 24, "image_crop": 16}
+    weights_dir = train(
+        sky, output, **options, lstm_hidden=16, teacher="csst-resnet50-bilstm", teacher_weight=0.6
+    )
+    model = load_model(weights_dir, device="cpu")
+    assert (model.stamp_size, model.image_crop) == (24, 16)
+    assert model.metadata["architecture"]["backbone"] == "compact"
+    assert model.metadata["architecture"]["lstm_hidden"] == 16
+    teacher = model.metadata["training"]["teacher"]
+    assert teacher["name"] == "csst-resnet50-bilstm"
+    assert teacher["sha256"] == load_model(device="cpu").metadata["sha256"]
+
+    # The teacher's logits were computed once, with the teacher's own 32-pixel stamps, and cached.
+    data = np.load(output / "training_set.npz")
+    assert data["stamps"].shape[-2:] == (16, 16)
+    teacher_says_star = data["teacher_logit"] > 0
+    assert np.isfinite(data["teacher_logit"]).all()
+    assert np.mean(teacher_says_star == data["labels"].astype(bool)) > 0.8
+
+    field = labelled_fields(sky)[0]
+    result = classify_sources(field.table, field.images, weights=weights_dir, device="cpu", progress=False)
+    assert np.isfinite(result["p_star"]).mean() > 0.9

@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from astro_stargal import load_model
+from astro_stargal import classify_sources, load_model
 from astro_stargal.models import METADATA_FILE, TENSOR_FILE, StarGalaxyNet, save_weights
 from astro_stargal.pipeline import FEATURE_NAMES
 
@@ -169,3 +169,44 @@ def test_already_loaded_model_is_accepted(classify, field, model_dir):
     from_model = classify(field.table(), field.images(), weights=model)
     from_path = classify(field.table(), field.images())
     np.testing.assert_array_equal(from_model["p_star"], from_path["p_star"])
+
+
+@pytest.mark.parametrize(
+    ("stamp_size", "image_crop", "backbone"), [(24, 16, "compact"), (40, 40, "resnet18"), (48, 20, "compact")]
+)
+def test_a_model_with_another_stamp_size_or_crop_loads_and_classifies_as_its_metadata_says(
+    field, field_psf, bands, tmp_path, stamp_size, image_crop, backbone
+):
+    torch.manual_seed(3)
+    net = StarGalaxyNet(len(bands), len(FEATURE_NAMES), backbone=backbone, lstm_hidden=16)
+    metadata = {**metadata_for(bands), "stamp_size": stamp_size, "preprocessing": {"image_crop": image_crop}}
+    model = load_model(save_weights(net, tmp_path / "other", metadata=metadata), device="cpu")
+    assert (model.stamp_size, model.image_crop) == (stamp_size, image_crop)
+    seen = []
+    model.net.image_branch.register_forward_pre_hook(lambda module, args: seen.append(args[0].shape))
+    result = classify_sources(field.table(), field.images(), weights=model, psf=field_psf, progress=False)
+    assert np.isfinite(result["p_star"]).all()
+    assert seen and all(shape[-2:] == (image_crop, image_crop) for shape in seen)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            {"preprocessing": {"image_crop": 40}},
+            r"image_crop must be an integer from 8 .* stamp_size=32, got 40",
+        ),
+        ({"preprocessing": {"image_crop": 4}}, r"image_crop must be an integer from 8 \(the smallest stamp"),
+        ({"architecture": {"backbone": "vgg16"}}, r"architecture.backbone must be one of"),
+        ({"architecture": {"lstm_hidden": -2}}, r"architecture.lstm_hidden must be a positive integer"),
+    ],
+)
+def test_metadata_whose_crop_or_architecture_contradicts_itself_is_refused(tmp_path, bands, change, message):
+    net = StarGalaxyNet(len(bands), len(FEATURE_NAMES), backbone="compact", lstm_hidden=16)
+    directory = save_weights(net, tmp_path / "model", metadata=metadata_for(bands))
+    metadata = json.loads((directory / METADATA_FILE).read_text())
+    for key, value in change.items():
+        metadata[key] = {**metadata[key], **value}
+    (directory / METADATA_FILE).write_text(json.dumps(metadata))
+    with pytest.raises(ValueError, match=message):
+        load_model(directory, device="cpu")

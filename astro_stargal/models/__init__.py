@@ -14,7 +14,8 @@ A weights directory holds two files:
 Models have names, in one namespace filled from two places: the entry-point
 group ``astro_stargal.models`` (read with `importlib.metadata`), where each
 entry point names a callable that returns the path of a weights directory and
-the bundled model registers itself too, and `register_model` for models
+the bundled models (``csst-resnet50-bilstm`` and ``csst-fast``) register
+themselves there too, and `register_model` for models
 defined in code. A name claimed twice is an error unless forced; a plugin
 that fails to load is a warning naming it, never a crash, and `list_models`
 says why it is unavailable.
@@ -26,7 +27,9 @@ from ._network import BACKBONES, StarGalaxyNet
 from ._registry import (
     DEFAULT_MODEL,
     ENTRY_POINT_GROUP,
+    FAST_MODEL,
     bundled_model,
+    fast_model,
     list_models,
     register_model,
     unregister_model,
@@ -37,12 +40,14 @@ __all__ = [
     "BACKBONES",
     "DEFAULT_MODEL",
     "ENTRY_POINT_GROUP",
+    "FAST_MODEL",
     "METADATA_FILE",
     "TENSOR_FILE",
     "LoadedModel",
     "StarGalaxyNet",
     "build_network",
     "bundled_model",
+    "fast_model",
     "list_models",
     "load_model",
     "register_model",

@@ -3,8 +3,9 @@
 A model's metadata says everything needed to use it, as torchvision's weight
 enums carry their transforms: its bands, stamp size and pixel scale, the
 catalog features in the network's order and their normalisation, the image
-normalisation (``preprocessing``), the architecture, and the range it is valid
-in (``validity``). `check_metadata` refuses metadata that contradicts itself,
+normalisation and the central part of each stamp the network sees
+(``preprocessing``: ``image_softening``, ``image_crop``), the architecture,
+and the range it is valid in (``validity``). `check_metadata` refuses metadata that contradicts itself,
 so no module constant ever decides for a model.
 """
 
@@ -12,6 +13,8 @@ import json
 from pathlib import Path
 
 import torch
+
+from ._network import BACKBONES
 
 __all__ = [
     "FORMAT_VERSION",
@@ -70,12 +73,13 @@ def check_metadata(metadata, where="weights metadata"):
     ValueError
         If a required entry is missing or entries disagree (feature names and
         the architecture's feature count, the normalisation's shape and the
-        bands, validity ranges for bands the model does not have, ...).
+        bands, an image crop larger than the stamps or too small for the
+        backbone, validity ranges for bands the model does not have, ...).
 
     Examples
     --------
     >>> check_metadata({"name": "m", "bands": ["r"], "stamp_size": 32, "sha256": "0",
-    ...                 "architecture": {"n_features": 2}, "feature_names": ["size"]})
+    ...                 "architecture": {"backbone": "compact", "n_features": 2}, "feature_names": ["size"]})
     Traceback (most recent call last):
     ...
     ValueError: weights metadata: feature_names lists 1 feature(s) but the architecture has n_features=2
@@ -115,11 +119,45 @@ def check_metadata(metadata, where="weights metadata"):
     softening = metadata.get("preprocessing", {}).get("image_softening", 3.0)
     if isinstance(softening, bool) or not isinstance(softening, (int, float)) or not softening > 0:
         problems.append(f"preprocessing.image_softening must be a positive number, got {softening!r}")
+    problems += _architecture_problems(
+        metadata["architecture"], metadata.get("preprocessing", {}), stamp_size
+    )
     problems += _validity_problems(
         metadata.get("validity", {}), metadata.get("reference_psf_fwhm", {}), bands
     )
     if problems:
         raise ValueError(f"{where}: {'; '.join(problems)}")
+
+
+def _architecture_problems(architecture, preprocessing, stamp_size):
+    """What is wrong with the network configuration, alone or with the stamps it is given."""
+    if not isinstance(architecture, dict):
+        return [f"architecture must be a dict, got {architecture!r}"]
+    problems = []
+    backbone = architecture.get("backbone")
+    branches = architecture.get("branches", ["image", "catalog"])
+    if not (isinstance(branches, list) and branches and set(branches) <= {"image", "catalog"}):
+        problems.append(f"architecture.branches must list 'image' and/or 'catalog', got {branches!r}")
+        branches = []
+    if "image" in branches and backbone not in BACKBONES:
+        problems.append(f"architecture.backbone must be one of {sorted(BACKBONES)}, got {backbone!r}")
+    hidden = architecture.get("lstm_hidden")
+    if (
+        "catalog" in branches
+        and hidden is not None
+        and (isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 1)
+    ):
+        problems.append(f"architecture.lstm_hidden must be a positive integer, got {hidden!r}")
+    crop = preprocessing.get("image_crop")
+    if crop is None or not isinstance(stamp_size, int):
+        return problems
+    smallest = BACKBONES.get(backbone, 1) if "image" in branches else 1
+    if isinstance(crop, bool) or not isinstance(crop, int) or not smallest <= crop <= stamp_size:
+        problems.append(
+            f"preprocessing.image_crop must be an integer from {smallest} (the smallest stamp backbone "
+            f"{backbone!r} takes) to stamp_size={stamp_size}, got {crop!r}"
+        )
+    return problems
 
 
 def _validity_problems(validity, reference_fwhm, bands):

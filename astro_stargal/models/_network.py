@@ -5,6 +5,10 @@ Image branch
     convolution takes ``2 * n_bands`` channels: the normalised stamp of each
     band and its validity mask (0 where a pixel is off the image, bad, or the
     band is missing). Its 2048 pooled features are projected to `IMAGE_EMBEDDING`.
+    ``backbone='compact'`` is a small plain network for CPUs instead
+    (`CompactBackbone`: four 3x3 convolutions, two of them with stride 2,
+    about 3 million multiply-adds per source on 16-pixel stamps against
+    about 90 million for ResNet-50 on 32-pixel ones).
 Catalog branch
     A two-layer bidirectional LSTM reading the bands in wavelength order; each
     step is that band's features, standardised with the training set's mean and
@@ -25,13 +29,54 @@ import torch
 import torchvision
 from torch import nn
 
-__all__ = ["BACKBONES", "StarGalaxyNet"]
+__all__ = ["BACKBONES", "CompactBackbone", "StarGalaxyNet"]
 
 #: torchvision builders allowed as the image backbone.
-BACKBONES = {"resnet50": torchvision.models.resnet50, "resnet18": torchvision.models.resnet18}
+RESNETS = {"resnet50": torchvision.models.resnet50, "resnet18": torchvision.models.resnet18}
+
+#: Every image backbone ``StarGalaxyNet`` can build, and the smallest stamp (pixels) each accepts.
+BACKBONES = {"resnet50": 16, "resnet18": 16, "compact": 8}
 
 IMAGE_EMBEDDING = 256
 FUSION_HIDDEN = 256
+
+
+class CompactBackbone(nn.Sequential):
+    """A small plain convolutional network for stamps of 8 to a few tens of pixels.
+
+    Four 3x3 convolutions, each followed by batch normalisation and a ReLU:
+    ``channels`` at full resolution, then stride 2, a second convolution at
+    half resolution, and stride 2 again; the result is average-pooled to a
+    2 x 2 grid (so the centre and the outskirts of a source are not merged)
+    and flattened to ``4 * widths[-1]`` features.
+
+    Parameters
+    ----------
+    in_channels : int
+        Input channels (pixels and validity of each band).
+    widths : tuple of int, optional
+        Output channels of the four convolutions.
+
+    Examples
+    --------
+    >>> backbone = CompactBackbone(14)
+    >>> tuple(backbone(torch.zeros(2, 14, 16, 16)).shape), backbone.out_features
+    ((2, 256), 256)
+    """
+
+    def __init__(self, in_channels, widths=(32, 48, 48, 64)):
+        layers = []
+        strides = (1, 2, 1, 2)
+        for width, stride in zip(widths, strides, strict=True):
+            layers += [
+                nn.Conv2d(in_channels, width, kernel_size=3, stride=stride, padding=1, bias=False),
+                nn.BatchNorm2d(width),
+                nn.ReLU(inplace=True),
+            ]
+            in_channels = width
+        layers += [nn.AdaptiveAvgPool2d(2), nn.Flatten()]
+        super().__init__(*layers)
+        self.out_features = 4 * widths[-1]
 
 
 class StarGalaxyNet(nn.Module):
@@ -43,8 +88,8 @@ class StarGalaxyNet(nn.Module):
         Number of bands (image channels are twice this).
     n_features : int
         Catalog features per band (the present marker is added on top).
-    backbone : {'resnet50', 'resnet18'}
-        torchvision ResNet used as the image branch.
+    backbone : {'resnet50', 'resnet18', 'compact'}
+        Image branch: a torchvision ResNet, or `CompactBackbone` (for CPUs).
     lstm_hidden : int
         Hidden units per direction of the BiLSTM.
     branches : tuple of str
@@ -83,11 +128,7 @@ class StarGalaxyNet(nn.Module):
         fused_width = 0
 
         if "image" in branches:
-            resnet = BACKBONES[backbone](weights=None)
-            resnet.conv1 = nn.Conv2d(2 * n_bands, 64, kernel_size=7, stride=2, padding=3, bias=False)
-            width = resnet.fc.in_features
-            resnet.fc = nn.Identity()
-            self.image_branch = resnet
+            self.image_branch, width = _image_branch(backbone, 2 * n_bands)
             self.image_projection = nn.Sequential(nn.Linear(width, IMAGE_EMBEDDING), nn.ReLU(inplace=True))
             fused_width += IMAGE_EMBEDDING
 
@@ -129,3 +170,15 @@ class StarGalaxyNet(nn.Module):
         """Return the calibrated star probability ``sigmoid(logit / temperature + bias)``."""
         logits = self.forward(stamps, catalog).float()
         return torch.sigmoid(logits / self.temperature + self.calibration_bias)
+
+
+def _image_branch(backbone, in_channels):
+    """The image backbone and the width of its pooled output."""
+    if backbone == "compact":
+        compact = CompactBackbone(in_channels)
+        return compact, compact.out_features
+    resnet = RESNETS[backbone](weights=None)
+    resnet.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
+    width = resnet.fc.in_features
+    resnet.fc = nn.Identity()
+    return resnet, width

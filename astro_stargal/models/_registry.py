@@ -3,9 +3,11 @@
 A name comes from one of three sources:
 
 bundled
-    The package's own model, declared by astro_stargal's distribution in the
-    entry-point group it reads (in an uninstalled source checkout, which has
-    no entry points, it is added directly).
+    The package's own models (``csst-resnet50-bilstm``, the default, and
+    ``csst-fast``, the small CPU model), declared by astro_stargal's
+    distribution in the entry-point group it reads, as any third party
+    declares its models (in an uninstalled source checkout, which has no
+    entry points, they are added directly).
 entry point
     A package that declares ``NAME = "module:function"`` under
     ``[project.entry-points."astro_stargal.models"]``.
@@ -37,7 +39,9 @@ from ._format import METADATA_FILE, TENSOR_FILE, read_metadata
 __all__ = [
     "DEFAULT_MODEL",
     "ENTRY_POINT_GROUP",
+    "FAST_MODEL",
     "bundled_model",
+    "fast_model",
     "list_models",
     "register_model",
     "unregister_model",
@@ -48,11 +52,20 @@ ENTRY_POINT_GROUP = "astro_stargal.models"
 
 DEFAULT_MODEL = "csst-resnet50-bilstm"
 
+#: Name of the small bundled model for CPUs, distilled from `DEFAULT_MODEL`.
+FAST_MODEL = "csst-fast"
+
+#: Folder of `FAST_MODEL` inside the bundled weights folder.
+_FAST_FOLDER = "csst-fast"
+
 #: The values of the ``source`` column of `list_models`, in the order it lists them.
 SOURCES = ("bundled", "entry point", "registered in code")
 
-#: Entry point of the bundled model, as pyproject.toml declares it.
-_BUNDLED_TARGET = "astro_stargal.models:bundled_model"
+#: Entry points of the bundled models, as pyproject.toml declares them.
+_BUNDLED_TARGETS = {
+    DEFAULT_MODEL: "astro_stargal.models:bundled_model",
+    FAST_MODEL: "astro_stargal.models:fast_model",
+}
 
 #: Name of this package's distribution, normalised as in PEP 503.
 _OWN_DISTRIBUTION = "astro-stargal"
@@ -92,11 +105,38 @@ def bundled_model():
     >>> sorted(path.name for path in bundled_model().glob("model.*"))  # doctest: +SKIP
     ['model.json', 'model.safetensors']
     """
+    return _bundled_directory("")
+
+
+def fast_model():
+    """Return the directory of ``csst-fast``, the small CPU model (its entry point).
+
+    Returns
+    -------
+    directory : `~pathlib.Path`
+        Holds ``model.json`` and ``model.safetensors``.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the package was installed without its weights.
+
+    Examples
+    --------
+    >>> fast_model().name  # doctest: +SKIP
+    'csst-fast'
+    """
+    return _bundled_directory(_FAST_FOLDER)
+
+
+def _bundled_directory(folder):
+    """The folder ``folder`` of the bundled weights that holds a ``model.json``."""
     # Installed from a wheel, weights/ is the namespace package astro_stargal._bundled_weights;
     # in a source checkout it sits next to the package.
     spec = importlib.util.find_spec("astro_stargal._bundled_weights")
     candidates = [Path(location) for location in (spec.submodule_search_locations or [])] if spec else []
     candidates.append(Path(__file__).resolve().parents[2] / "weights")
+    candidates = [candidate / folder for candidate in candidates]
     for candidate in candidates:
         if (candidate / METADATA_FILE).exists():
             return candidate
@@ -235,8 +275,9 @@ def list_models(*, refresh=False):
         (installed package and version, empty for models registered in code);
         ``target`` (the entry point, or what was registered); ``path`` (the
         weights directory); ``bands``; ``stamp_size``; ``available``; and
-        ``reason`` (why not, empty when available). The bundled model comes
-        first, then entry points, then models registered in code, each by name.
+        ``reason`` (why not, empty when available). The bundled models come
+        first (the default one first of all), then entry points, then models
+        registered in code, each by name.
 
     Examples
     --------
@@ -249,7 +290,11 @@ def list_models(*, refresh=False):
         _refresh_entry_points()
     rows = []
     claims = _registrations()
-    for name in sorted(claims, key=lambda name: (SOURCES.index(claims[name][0].source), name)):
+    order = {
+        name: (SOURCES.index(claimants[0].source), name != DEFAULT_MODEL, name)
+        for name, claimants in claims.items()
+    }
+    for name in sorted(claims, key=order.get):
         claimants = claims[name]
         directory, bands, stamp_size, reason = "", "", 0, ""
         if len(claimants) > 1:
@@ -352,9 +397,10 @@ def _entry_point_registrations():
         )
         claims.setdefault(entry_point.name, []).append(registration)
     if not any(c.source == "bundled" for claimants in claims.values() for c in claimants):
-        # A source checkout that was never installed has no entry points; the bundled model is still there.
-        bundled = _Registration(DEFAULT_MODEL, "bundled", "", _BUNDLED_TARGET, lambda: bundled_model)
-        claims.setdefault(DEFAULT_MODEL, []).append(bundled)
+        # A source checkout that was never installed has no entry points; the bundled models are still there.
+        for name, function in ((DEFAULT_MODEL, bundled_model), (FAST_MODEL, fast_model)):
+            bundled = _Registration(name, "bundled", "", _BUNDLED_TARGETS[name], lambda f=function: f)
+            claims.setdefault(name, []).append(bundled)
     return claims
 
 

@@ -69,6 +69,15 @@ class LoadedModel:
         return float(self.metadata.get("preprocessing", {}).get("image_softening", 3.0))
 
     @property
+    def image_crop(self):
+        """Side (pixels) of the central part of each stamp that the network sees (the whole stamp by default).
+
+        The catalog features are measured on the whole stamp; only the image
+        branch's input is cropped.
+        """
+        return int(self.metadata.get("preprocessing", {}).get("image_crop", self.stamp_size))
+
+    @property
     def pixel_scale(self):
         """Arcsec per pixel of the images the model was trained on (None if it does not say)."""
         return self.metadata.get("pixel_scale")
@@ -238,7 +247,8 @@ def _load_cached(directory, version, device):
         )
         raise ValueError(msg) from error
     net.eval().to(device)
-    if torch.device(device).type == "cuda":
+    if torch.device(device).type == "cuda" or net.backbone == "compact":
+        # The compact backbone's small convolutions are faster channels-last on a CPU too.
         net = net.to(memory_format=torch.channels_last)
     return LoadedModel(net=net, metadata=metadata, device=torch.device(device))
 
@@ -279,6 +289,6 @@ def build_network(metadata):
         len(metadata["bands"]),
         architecture["n_features"],
         backbone=architecture["backbone"],
-        lstm_hidden=architecture["lstm_hidden"] or 64,
+        lstm_hidden=architecture.get("lstm_hidden") or 64,
         branches=tuple(architecture["branches"]),
     )

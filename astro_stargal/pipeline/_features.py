@@ -284,17 +284,27 @@ def asinh_magnitude(flux, flux_error, zeropoint):
 
 
 def _weighted_moments(signal, x_centre, y_centre):
+    """Gaussian-weighted second moments: size and ellipticity.
+
+    The circular Gaussian weight is separable, ``w(x, y) = w(x) w(y)``, so
+    each moment is a product of 1D sums: the stamp is first contracted along
+    x with ``w``, ``w dx`` and ``w dx^2`` (one matrix product), then along y.
+    That is the same sum as weighting every pixel, reordered (equal to
+    rounding), without any 3D array of weights.
+    """
     size = signal.shape[-1]
     coords = np.arange(size, dtype=np.float64)
-    dx = coords[None, None, :] - x_centre[:, None, None]
-    dy = coords[None, :, None] - y_centre[:, None, None]
-    weight = np.exp(-(dx**2 + dy**2) / (2 * MOMENT_WEIGHT_SIGMA**2))
-    weighted = signal * weight
-    total = weighted.sum(axis=(1, 2))
+    dx = coords[None, :] - x_centre[:, None]
+    dy = coords[None, :] - y_centre[:, None]
+    two_sigma_squared = 2 * MOMENT_WEIGHT_SIGMA**2
+    weight_x, weight_y = np.exp(-(dx**2) / two_sigma_squared), np.exp(-(dy**2) / two_sigma_squared)
+    along_x = np.stack([weight_x, weight_x * dx, weight_x * dx**2], axis=-1)  # (n, x, 3)
+    rows = np.matmul(signal, along_x)  # (n, y, 3): sum over x of signal * (w, w dx, w dx^2)
+    total = np.einsum("ny,ny->n", rows[..., 0], weight_y)
     with np.errstate(divide="ignore", invalid="ignore"):
-        xx = (weighted * dx**2).sum(axis=(1, 2)) / total
-        yy = (weighted * dy**2).sum(axis=(1, 2)) / total
-        xy = (weighted * dx * dy).sum(axis=(1, 2)) / total
+        xx = np.einsum("ny,ny->n", rows[..., 2], weight_y) / total
+        yy = np.einsum("ny,ny->n", rows[..., 0], weight_y * dy**2) / total
+        xy = np.einsum("ny,ny->n", rows[..., 1], weight_y * dy) / total
         trace = xx + yy
         good = (total > 0) & (xx > 0) & (yy > 0)
         radius = np.where(good, np.sqrt(np.abs(trace) / 2), np.nan)

@@ -301,6 +301,7 @@ def _predict(model, band_images, positions, batch_size, progress, chunk_size, wo
         image_softening=model.image_softening,
         psf_models=psf_models,
         stamp_size=model.stamp_size,
+        image_crop=model.image_crop,
     )
     located = {"same_grid": same_grid, "pin_memory": on_gpu, "psf_models": psf_models}
 
@@ -511,6 +512,8 @@ def _network(model, stamps, catalog):
     if model.device.type == "cuda":
         with torch.autocast("cuda", dtype=torch.bfloat16):
             return model.net.predict_proba(stamps.contiguous(memory_format=torch.channels_last), catalog)
+    if model.net.backbone == "compact":
+        stamps = stamps.contiguous(memory_format=torch.channels_last)
     return model.net.predict_proba(stamps, catalog)
 
 

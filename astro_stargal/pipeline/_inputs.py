@@ -12,7 +12,9 @@ apart:
    `DeviceImages` cuts the stamps there instead.
 2. `finish_inputs`: the flags, the catalog features and the normalised stamps
    ``asinh((pixel - local background) / (3 * sky noise))``, so that the
-   network sees signal-to-noise maps whatever the image units. Where a band
+   network sees signal-to-noise maps whatever the image units. The features
+   are measured on the whole stamp; the normalised stamps keep only its
+   central ``image_crop`` pixels when a model asks for fewer. Where a band
    has a noise map (`~astro_stargal.io.NoiseMap`), its noise stamps are cut
    beside the pixel stamps and each pixel is divided by its own sigma;
    pixels of zero weight are bad pixels. On the CPU this
@@ -225,6 +227,9 @@ class BandConstants:
         Columns of the measured features that make the model's catalog, in its order.
     image_softening : 0D float32 `torch.Tensor`
         Sky sigmas per unit of the stamps' asinh stretch.
+    image_crop : 0D int64 `torch.Tensor`
+        Side of the central part of each stamp kept as the network's image
+        (0: the whole stamp).
     psf_tables : `PSFTables` or None
         Every band's PSF, nodes stacked, when the model uses PSF features.
     psf_offset : 1D int64 `torch.Tensor`
@@ -251,6 +256,15 @@ class BandConstants:
     image_softening: torch.Tensor
     psf_tables: PSFTables | None
     psf_offset: torch.Tensor
+    image_crop: torch.Tensor = None
+
+    def crop(self, size):
+        """The slice of a ``size``-pixel stamp that the network sees (centred as the stamp is)."""
+        crop = int(self.image_crop) if self.image_crop is not None else 0
+        if crop <= 0 or crop >= size:
+            return slice(None)
+        start = size // 2 - crop // 2
+        return slice(start, start + crop)
 
     def to(self, device):
         """The same constants on ``device``."""
@@ -267,6 +281,7 @@ class BandConstants:
         image_softening=IMAGE_SOFTENING,
         psf_models=None,
         stamp_size=None,
+        image_crop=None,
     ):
         """Collect the constants of ``band_images`` in the order of ``bands``.
 
@@ -285,6 +300,9 @@ class BandConstants:
             ``band_images``; needed when ``feature_names`` has PSF features.
         stamp_size : int, optional
             Needed with ``psf_models``.
+        image_crop : int, optional
+            Keep only the central ``image_crop`` pixels of each stamp as the
+            network's image (default: the whole stamp).
 
         Returns
         -------
@@ -327,6 +345,7 @@ class BandConstants:
             image_softening=torch.tensor(float(image_softening), dtype=torch.float32, device=device),
             psf_tables=tables,
             psf_offset=torch.tensor(offsets, dtype=torch.int64, device=device),
+            image_crop=torch.tensor(int(image_crop or 0), dtype=torch.int64, device=device),
         )
 
 
@@ -723,7 +742,9 @@ def _finish_numpy(raw, constants):
     x_in_stamp, y_in_stamp = raw.x_in_stamp.numpy(), raw.y_in_stamp.numpy()
     origin = raw.origin.numpy()
     n_sources, n_bands, size, _ = pixels.shape
-    stamps = np.zeros((n_sources, 2 * n_bands, size, size), dtype=np.float32)
+    crop = constants.crop(size)
+    side = len(range(size)[crop])
+    stamps = np.zeros((n_sources, 2 * n_bands, side, side), dtype=np.float32)
     feature_index = constants.feature_index.cpu().numpy()
     catalog = np.zeros((n_sources, n_bands, len(feature_index) + 1), dtype=np.float32)
     softening = float(constants.image_softening)
@@ -772,12 +793,16 @@ def _finish_numpy(raw, constants):
             zeropoint=float(constants.zeropoint[index]),
             **psf,
         )
-        normalised = present_pixels - background[:, None, None]
+        # Only the pixels the network sees are normalised.
+        if not np.isscalar(noise):
+            noise = noise[:, crop, crop]
+        kept_valid = valid[:, crop, crop]
+        normalised = present_pixels[:, crop, crop] - background[:, None, None]
         normalised /= softening * noise
         np.arcsinh(normalised, out=normalised)
-        normalised[~valid] = 0.0
+        normalised[~kept_valid] = 0.0
         stamps[rows, index] = normalised
-        stamps[rows, n_bands + index] = valid
+        stamps[rows, n_bands + index] = kept_valid
         catalog[rows, index, :-1] = features[:, feature_index]
         catalog[rows, index, -1] = 1.0
         best_snr[rows] = np.maximum(best_snr[rows], snr)
@@ -837,8 +862,11 @@ def _finish_torch(raw, constants):
     background = background.view(n_sources, n_bands)
     snr = snr.view(n_sources, n_bands)
 
-    keep = valid & present[..., None, None]
-    normalised = (pixels - background[..., None, None]) / (constants.image_softening * noise)
+    crop = constants.crop(size)
+    keep = valid[..., crop, crop] & present[..., None, None]
+    if raw.noise is not None:
+        noise = noise[..., crop, crop]
+    normalised = (pixels[..., crop, crop] - background[..., None, None]) / (constants.image_softening * noise)
     normalised = torch.where(keep, torch.asinh(normalised), 0.0)
     stamps = torch.cat([normalised, keep.float()], dim=1)
     present_column = present[..., None].float()
@@ -860,7 +888,7 @@ def _finish_torch(raw, constants):
     return PreparedInputs(stamps=stamps, catalog=catalog, flags=flags)
 
 
-def prepare_inputs(band_images, positions, bands, stamp_size, *, device="cpu"):
+def prepare_inputs(band_images, positions, bands, stamp_size, *, device="cpu", image_crop=None):
     """Cut, measure and normalise every source in every band (both stages).
 
     Parameters
@@ -875,6 +903,9 @@ def prepare_inputs(band_images, positions, bands, stamp_size, *, device="cpu"):
         Stamp side in pixels.
     device : str or `torch.device`, optional
         Where `finish_inputs` runs.
+    image_crop : int, optional
+        Side of the central part of each stamp kept as the network's image
+        (a model's `~astro_stargal.models.LoadedModel.image_crop`; default the whole stamp).
 
     Returns
     -------
@@ -895,7 +926,7 @@ def prepare_inputs(band_images, positions, bands, stamp_size, *, device="cpu"):
     (1, 4, 32, 32)
     """
     raw = cut_stamps(band_images, positions, bands, stamp_size).to(device)
-    inputs = finish_inputs(raw, BandConstants.from_images(band_images, bands))
+    inputs = finish_inputs(raw, BandConstants.from_images(band_images, bands, image_crop=image_crop))
     return inputs.numpy()
 
 

@@ -40,6 +40,11 @@ class TrainConfig:
         the seven CSST bands).
     stamp_size : int
         Stamp side in pixels (ignored when fine-tuning: the initial model's is used).
+    image_crop : int or None
+        Side of the central part of each stamp that the image branch sees
+        (default: the whole stamp; ignored when fine-tuning). The catalog
+        features are still measured on the whole stamp, so a model can read
+        its features from 24-pixel stamps and its image from the central 16.
     label_column : str
         Truth column: ``'star'``/``'qso'`` (point sources) and ``'galaxy'``, or 1/0.
     features : tuple of str or None
@@ -63,10 +68,22 @@ class TrainConfig:
         ``'bundled'`` (fine-tune the bundled weights), ``'random'``, or a
         weights directory to continue from. Falls back to random, with a
         warning, when the bundled weights are not installed.
-    backbone : {'resnet50', 'resnet18'}
-        Image branch of a randomly initialised model.
+    backbone : {'resnet50', 'resnet18', 'compact'}
+        Image branch of a randomly initialised model (``'compact'``: the
+        small network for CPUs, `~astro_stargal.models.CompactBackbone`).
+    lstm_hidden : int
+        Hidden units per direction of the catalog branch's BiLSTM (random initialisation).
     branches : tuple of str
         ``('image', 'catalog')``, or one branch alone for an ablation.
+    teacher : str or None
+        A model (registered name or weights directory) to distil: its
+        probabilities, computed once while the training set is prepared
+        (with the teacher's own stamps and features), are soft targets mixed
+        with the truth labels. It must have the student's bands.
+    teacher_weight : float
+        Weight of the teacher's soft target in each source's target, in
+        [0, 1] (``0.5``: the mean of the teacher's probability and the truth
+        label); used only with ``teacher``.
     epochs : int
         Length of the learning-rate schedule (linear warm-up over 15% of the
         steps, then cosine decay to zero).
@@ -125,6 +142,7 @@ class TrainConfig:
 
     bands: tuple | None = None
     stamp_size: int = 32
+    image_crop: int | None = None
     label_column: str = "label"
     features: tuple | None = None
     recentre: bool = True
@@ -133,7 +151,10 @@ class TrainConfig:
     reference_psf_fwhm: dict | None = None
     init: str = "bundled"
     backbone: str = "resnet50"
+    lstm_hidden: int = 64
     branches: tuple = ("image", "catalog")
+    teacher: str | None = None
+    teacher_weight: float = 0.5
     epochs: int = 30
     batch_size: int | None = None
     learning_rate: float = 2e-3
@@ -155,6 +176,10 @@ class TrainConfig:
     def __post_init__(self):
         self._set("bands", _validate_bands(self.bands))
         self._set("stamp_size", self._integer("stamp_size", minimum=1))
+        if self.image_crop is not None:
+            self._set("image_crop", self._integer("image_crop", minimum=1))
+            if self.image_crop > self.stamp_size:
+                self._refuse("image_crop", self.image_crop, f"at most stamp_size={self.stamp_size}")
         self._set("label_column", self._text("label_column"))
         if self.features is not None:
             names = self.features
@@ -183,6 +208,13 @@ class TrainConfig:
         self._set("init", self._text("init", paths=True))
         if not isinstance(self.backbone, str) or self.backbone not in BACKBONES:
             self._refuse("backbone", self.backbone, f"one of {sorted(BACKBONES)}")
+        if self.image_crop is not None and self.image_crop < BACKBONES[self.backbone]:
+            smallest = BACKBONES[self.backbone]
+            self._refuse("image_crop", self.image_crop, f"at least {smallest} for backbone {self.backbone!r}")
+        self._set("lstm_hidden", self._integer("lstm_hidden", minimum=1))
+        self._set("teacher", None if self.teacher is None else self._text("teacher", paths=True))
+        weight = self._number("teacher_weight", lambda value: 0 <= value <= 1, "in [0, 1]")
+        self._set("teacher_weight", weight)
         if not _is_branches(self.branches):
             self._refuse("branches", self.branches, "('image', 'catalog'), ('image',) or ('catalog',)")
         self._set("branches", tuple(self.branches))

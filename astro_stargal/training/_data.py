@@ -4,7 +4,10 @@ The training set is built with the inference routines themselves
 (`~astro_stargal.io.read_images`, `~astro_stargal.io.positions_from_table`,
 `~astro_stargal.pipeline.prepare_inputs`), so training and inference cannot
 drift apart. It is cached in one ``.npz`` file with its provenance, and split
-into training and validation by whole fields.
+into training and validation by whole fields. With a teacher model to distil,
+each field is also prepared as the teacher's metadata says (its stamp size,
+features and normalisation) and the teacher's logits are kept beside the
+student's inputs, so they are computed once, not once per epoch.
 """
 
 import json
@@ -26,8 +29,10 @@ from .._version import __version__
 from ..exceptions import StarGalaxyWarning
 from ..instrument import PIXEL_SCALE, band_order
 from ..io import SourcePositions, positions_from_table, read_images
+from ..models import load_model
 from ..pipeline import (
     FEATURE_NAMES,
+    IMAGE_SOFTENING,
     PSF_FEATURE_NAMES,
     BandConstants,
     band_psfs,
@@ -38,13 +43,16 @@ from ..pipeline import (
 
 __all__ = ["LabelledField", "TrainingSet", "build_training_set", "labelled_fields", "split_by_field"]
 
-CACHE_FORMAT = 2
+CACHE_FORMAT = 3
+
+#: Sources per teacher forward pass while preparing a field.
+TEACHER_BATCH_SIZE = 256
 
 #: String labels counted as point-like (class 1): a QSO is a point source, so it counts with the stars.
 POINT_LIKE_LABELS = ("star", "qso")
 
 #: Arrays of a `TrainingSet` with one row per source.
-_SOURCE_ARRAYS = ("stamps", "catalog", "labels", "field", "magnitude", "redshift", "flags")
+_SOURCE_ARRAYS = ("stamps", "catalog", "labels", "field", "magnitude", "redshift", "flags", "teacher_logit")
 
 #: Arrays of a `TrainingSet` with one row per field: each band's measured PSF.
 _FIELD_ARRAYS = ("field_psf_fwhm", "field_psf_ellipticity")
@@ -93,6 +101,8 @@ class TrainingSet:
     redshift : 1D float32 `~numpy.ndarray`
         Truth redshift when known (else NaN).
     flags : 1D int32 `~numpy.ndarray`
+    teacher_logit : 1D float32 `~numpy.ndarray`
+        The distilled teacher's uncalibrated logit (NaN when no teacher was given).
     field_names : list of str
     provenance : dict
     field_psf_fwhm : 3D float32 `~numpy.ndarray`
@@ -114,6 +124,7 @@ class TrainingSet:
     magnitude: np.ndarray
     redshift: np.ndarray
     flags: np.ndarray
+    teacher_logit: np.ndarray
     field_names: list
     provenance: dict
     field_psf_fwhm: np.ndarray = None
@@ -238,6 +249,8 @@ def build_training_set(
     *,
     bands,
     stamp_size,
+    image_crop=None,
+    teacher=None,
     label_column="label",
     cache=None,
     n_jobs=1,
@@ -263,6 +276,12 @@ def build_training_set(
     bands : sequence of str
         Bands, ordered by wavelength.
     stamp_size : int
+    image_crop : int, optional
+        Keep the central ``image_crop`` pixels of each stamp as the network's image
+        (default: the whole stamp).
+    teacher : str, optional
+        Weights directory of a model to distil: its logits are computed for
+        every source from its own preparation (``teacher_logit``).
     label_column : str, optional
         Truth column: strings (``'star'`` or ``'qso'`` for point sources,
         ``'galaxy'``), or booleans/integers (1 = point source).
@@ -301,6 +320,8 @@ def build_training_set(
     preparation = {
         "bands": list(bands),
         "stamp_size": stamp_size,
+        "image_crop": None if image_crop is None else int(image_crop),
+        "teacher": None if teacher is None else str(teacher),
         "features": list(features),
         "label_column": label_column,
         "recentre": bool(recentre),
@@ -376,16 +397,14 @@ def _prepare_field(task):
                 "and no reference_psf_fwhm is given for them; use larger fields or give one"
             )
             raise ValueError(msg)
-    raw = cut_stamps(band_images, positions, bands, preparation["stamp_size"], psf_models=psfs.models)
-    constants = BandConstants.from_images(
-        band_images,
-        bands,
-        feature_names=features,
-        psf_models=psfs.models,
-        stamp_size=preparation["stamp_size"],
+    preprocessing = {"image_softening": IMAGE_SOFTENING, "image_crop": preparation["image_crop"]}
+    inputs = _model_inputs(
+        band_images, positions, psfs, bands, preparation["stamp_size"], features, preprocessing
     )
-    inputs = finish_inputs(raw, constants)
     keep = inputs.classifiable
+    teacher_logit = np.full(int(keep.sum()), np.nan, dtype=np.float32)
+    if preparation["teacher"] is not None:
+        teacher_logit = _teacher_logits(preparation["teacher"], band_images, positions[keep], psfs)
     return {
         "stamps": inputs.stamps[keep].astype(np.float16),
         "catalog": inputs.catalog[keep],
@@ -393,6 +412,7 @@ def _prepare_field(task):
         "magnitude": _optional_column(table, "mag_r")[keep],
         "redshift": _optional_column(table, "redshift")[keep],
         "flags": inputs.flags[keep],
+        "teacher_logit": teacher_logit,
         "field_psf_fwhm": np.array(
             [
                 psfs.fwhm.get(band, (np.nan, np.nan))
@@ -410,6 +430,44 @@ def _prepare_field(task):
             dtype=np.float32,
         ),
     }
+
+
+def _model_inputs(band_images, positions, psfs, bands, stamp_size, features, preprocessing):
+    """A model's inputs for ``positions``, prepared as its stamp size, features and ``preprocessing`` say."""
+    raw = cut_stamps(band_images, positions, bands, stamp_size, psf_models=psfs.models)
+    constants = BandConstants.from_images(
+        band_images,
+        bands,
+        feature_names=features,
+        image_softening=preprocessing.get("image_softening", IMAGE_SOFTENING),
+        psf_models=psfs.models,
+        stamp_size=stamp_size,
+        image_crop=preprocessing.get("image_crop"),
+    )
+    return finish_inputs(raw, constants)
+
+
+@torch.inference_mode()
+def _teacher_logits(directory, band_images, positions, psfs):
+    """The uncalibrated logits of the teacher in ``directory``, from its own stamps and features."""
+    teacher = load_model(directory, device="cpu")
+    inputs = _model_inputs(
+        band_images,
+        positions,
+        psfs,
+        teacher.bands,
+        teacher.stamp_size,
+        teacher.feature_names,
+        teacher.metadata.get("preprocessing", {}),
+    )
+    logits = [
+        teacher.net(
+            torch.from_numpy(inputs.stamps[start : start + TEACHER_BATCH_SIZE]),
+            torch.from_numpy(inputs.catalog[start : start + TEACHER_BATCH_SIZE]),
+        ).float()
+        for start in range(0, len(inputs), TEACHER_BATCH_SIZE)
+    ]
+    return torch.cat(logits).numpy() if logits else np.zeros(0, dtype=np.float32)
 
 
 def _offset(positions, preparation, field_name):

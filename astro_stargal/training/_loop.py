@@ -2,7 +2,10 @@
 
 Each epoch draws all its randomness (batch order, augmentations) from a
 generator seeded by the run's seed and the epoch number, so a run resumed
-from a checkpoint draws exactly what an uninterrupted one does. The loss
+from a checkpoint draws exactly what an uninterrupted one does. Each source's
+target is its truth label or, when a teacher is distilled, the mix
+``teacher_weight * sigmoid(teacher logit) + (1 - teacher_weight) * label``
+(made once, before the first epoch). The loss
 weights stars and galaxies equally whatever their numbers; AdamW follows a
 one-cycle schedule (linear warm-up, cosine decay); on a GPU the loop uses
 bfloat16 autocast and ``channels_last``. An exponential moving average of the
@@ -41,6 +44,9 @@ class TrainingLoop:
         if self.on_gpu:
             self.net = self.net.to(memory_format=torch.channels_last)
         self.training = _to_tensors(training, device)
+        self.training["targets"] = _targets(training, config.teacher_weight if config.teacher else 0.0).to(
+            device
+        )
         self.validation = validation
         self.batch_size = config.batch_size or (1024 if self.on_gpu else 128)
         self.augmentations = config.augmentations
@@ -123,7 +129,9 @@ class TrainingLoop:
         steps = range(0, n_total, self.batch_size)
         for start in tqdm(steps, disable=not self.progress, desc=f"epoch {self.epoch + 1}", unit="batch"):
             rows = order[start : start + self.batch_size]
-            stamps, catalog, labels = (self.training[key][rows] for key in ("stamps", "catalog", "labels"))
+            stamps, catalog, labels, targets = (
+                self.training[key][rows] for key in ("stamps", "catalog", "labels", "targets")
+            )
             stamps = stamps.float()
             for augmentation in self.augmentations:
                 stamps, catalog = augmentation(stamps, catalog, generator)
@@ -132,9 +140,7 @@ class TrainingLoop:
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.on_gpu):
                 logits = self.net(stamps, catalog).float()
             weights = self.class_weight[labels.long()]
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(
-                logits, labels.float(), weight=weights
-            )
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, targets, weight=weights)
             for group in self.optimizer.param_groups:
                 group["lr"] = self.current_learning_rate()
             self.optimizer.zero_grad(set_to_none=True)
@@ -237,6 +243,16 @@ class _WeightAverage:
     def restore(self, state):
         self.net.load_state_dict(state["net"])
         self.updates = state["updates"]
+
+
+def _targets(data, teacher_weight):
+    """Each source's training target: its label, mixed with the teacher's probability where there is one."""
+    labels = torch.from_numpy(data.labels.astype(np.float32))
+    if teacher_weight == 0:
+        return labels
+    teacher = torch.sigmoid(torch.from_numpy(data.teacher_logit.astype(np.float32)))
+    mixed = teacher_weight * teacher + (1.0 - teacher_weight) * labels
+    return torch.where(torch.isfinite(mixed), mixed, labels)
 
 
 def _to_tensors(data, device):

@@ -5,7 +5,9 @@ in its own module:
 
 1. the initial network: random, the bundled weights, or another model (here);
 2. the labelled fields, prepared with the inference routines, cached, and
-   split into training and validation by whole fields (``_data.py``);
+   split into training and validation by whole fields (``_data.py``); with a
+   ``teacher``, the teacher's logits are computed there too, once per source,
+   from the teacher's own stamps and features;
 3. the epoch loop (``_loop.py``) with its augmentations (``_augmentation.py``)
    and callbacks (``_callbacks.py``): the time budget, an atomic checkpoint
    after every epoch (a resumed run gives the same weights, bit for bit on a
@@ -27,7 +29,8 @@ from .._version import __version__
 from ..exceptions import StarGalaxyWarning
 from ..instrument import PIXEL_SCALE, band_order
 from ..models import StarGalaxyNet, bundled_model, load_model, resolve_device, save_weights
-from ..models._format import dequantise_state, quantise_state
+from ..models._format import dequantise_state, quantise_state, read_metadata
+from ..models._registry import weights_directory
 from ..pipeline import FEATURE_NAMES, IMAGE_SOFTENING
 from ._calibration import calibrate
 from ._callbacks import Checkpoint, EarlyStopping, EpochEndFunction, History, TimeBudget
@@ -118,6 +121,8 @@ def _preparation(config, base_metadata):
     return {
         "bands": base_metadata["bands"],
         "stamp_size": base_metadata["stamp_size"],
+        "image_crop": base_metadata.get("preprocessing", {}).get("image_crop"),
+        "teacher": _teacher_directory(config.teacher, base_metadata["bands"]),
         "label_column": config.label_column,
         "n_jobs": config.n_jobs,
         "progress": config.progress,
@@ -128,6 +133,26 @@ def _preparation(config, base_metadata):
         "reference_psf_fwhm": config.reference_psf_fwhm or base_metadata.get("reference_psf_fwhm"),
         "seed": config.seed,
     }
+
+
+def _teacher_directory(teacher, bands):
+    """The weights directory of the model to distil (None without one), checked to have the student's bands."""
+    if teacher is None:
+        return None
+    directory = weights_directory(teacher)
+    teacher_bands = load_model(directory, device="cpu").bands
+    if list(teacher_bands) != list(bands):
+        msg = f"teacher {teacher!r} has bands {list(teacher_bands)}, the model trained has {list(bands)}"
+        raise ValueError(msg)
+    return str(directory.resolve())
+
+
+def _teacher_description(directory):
+    """Name and SHA-256 of the distilled teacher (None without one)."""
+    if directory is None:
+        return None
+    metadata = read_metadata(directory)
+    return {"name": metadata["name"], "sha256": metadata["sha256"]}
 
 
 def _initial_network(config):
@@ -146,12 +171,19 @@ def _initial_network(config):
     if init == "random":
         bands = list(bands or band_order())
         features = list(config.features or FEATURE_NAMES)
-        net = StarGalaxyNet(len(bands), len(features), backbone=config.backbone, branches=config.branches)
+        net = StarGalaxyNet(
+            len(bands),
+            len(features),
+            backbone=config.backbone,
+            lstm_hidden=config.lstm_hidden,
+            branches=config.branches,
+        )
         metadata = {
             "bands": bands,
             "stamp_size": config.stamp_size,
             "name": "astro_stargal",
             "feature_names": features,
+            "preprocessing": {"image_crop": config.image_crop or config.stamp_size},
         }
         return net, metadata, np.ones(len(features), dtype=bool)
     model = load_model(init, device="cpu")
@@ -213,16 +245,19 @@ def _set_feature_normalisation(net, catalog, fresh):
 def _metadata(config, base_metadata, data, training, validation, loop, metrics):
     """The weights' metadata: what the model is, how it was trained (the config whole) and its validation metrics."""
     validity, reference_fwhm = data.psf_range(base_metadata["bands"])
+    stamp_size = base_metadata["stamp_size"]
+    image_crop = base_metadata.get("preprocessing", {}).get("image_crop", stamp_size)
+    image_branch = "compact CNN" if loop.net.backbone == "compact" else "ResNet"
     return {
         "name": config.name or f"{base_metadata.get('name', 'astro_stargal')}-retrained",
-        "description": "astro_stargal star-galaxy fusion network (ResNet image branch + BiLSTM catalog branch)",
+        "description": f"astro_stargal star-galaxy fusion network ({image_branch} image branch + BiLSTM catalog branch)",
         "bands": list(base_metadata["bands"]),
         "stamp_size": base_metadata["stamp_size"],
         "pixel_scale": base_metadata.get("pixel_scale", PIXEL_SCALE),
         "feature_names": list(base_metadata["feature_names"]),
         "image_normalisation": f"asinh((pixel - local background) / ({IMAGE_SOFTENING} * sky sigma)); "
         "validity channel per band",
-        "preprocessing": {"image_softening": IMAGE_SOFTENING},
+        "preprocessing": {"image_softening": IMAGE_SOFTENING, "image_crop": image_crop},
         # The range of PSFs measured in the training fields: the model's validity range.
         "validity": validity,
         # Measured where the training fields allowed, else the reference the fields were prepared with.
@@ -235,6 +270,7 @@ def _metadata(config, base_metadata, data, training, validation, loop, metrics):
             **(config.provenance or {}),
             "astro_stargal_version": __version__,
             "init": config.init,
+            "teacher": _teacher_description(data.provenance.get("teacher")),
             "fields": data.field_names,
             "validation_fields": sorted({data.field_names[i] for i in np.unique(validation.field)}),
             "n_train": len(training),
