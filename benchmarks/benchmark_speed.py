@@ -40,7 +40,6 @@ Usage::
 import argparse
 import json
 import math
-import shutil
 import subprocess
 import tempfile
 from pathlib import Path
@@ -48,7 +47,6 @@ from unittest.mock import patch
 
 import numpy as np
 import torch
-from astropy.io import fits
 from astropy.table import Table, vstack
 
 from astro_stargal import classify_sources, load_model
@@ -65,6 +63,7 @@ from astro_stargal.pipeline import (
 from astro_stargal.training import labelled_fields
 
 from .common import MissingPrerequisite, Stopwatch, machine_description, require_program, simulated_sky
+from .compare_peers import copy_data_files, photometry_options, tool_version, write_plain_image
 
 SEXTRACTOR_DIR = Path(__file__).resolve().parent / "sextractor"
 DETECTION_BAND = "r"
@@ -243,17 +242,13 @@ class _SExtractor:
     def __init__(self, executable, image):
         self.executable = executable
         self.workdir = Path(tempfile.mkdtemp(prefix="sextractor_"))
-        # The image alone in a plain FITS file (simulated tiles keep it in an extension), written untimed.
-        with fits.open(image) as hdus:
-            hdu = next(hdu for hdu in hdus if hdu.data is not None)
-            self.header = hdu.header.copy()
-            self.image = self.workdir / f"{DETECTION_BAND}.fits"
-            fits.PrimaryHDU(hdu.data, self.header).writeto(self.image)
-        version = subprocess.run([executable, "--version"], capture_output=True, text=True).stdout
-        self.version = version.strip().splitlines()[0] if version.strip() else Path(executable).name
+        # The image alone in a plain FITS file, written untimed.
+        self.image = self.workdir / f"{DETECTION_BAND}.fits"
+        self.header = write_plain_image(image, self.image)
+        self.version = tool_version(executable)
         self.best = math.inf
         self.detections = 0
-        self._copy_data_files()
+        copy_data_files(self.workdir, executable)
 
     @classmethod
     def find(cls, field):
@@ -270,20 +265,8 @@ class _SExtractor:
         image = field.images[DETECTION_BAND]
         return cls(executable, image[0] if isinstance(image, tuple) else image)
 
-    def _copy_data_files(self):
-        prefix = Path(self.executable).resolve().parent.parent
-        directories = [prefix / "share" / "source-extractor", prefix / "share" / "sextractor"]
-        directories += [Path("/usr/share/source-extractor"), Path("/usr/share/sextractor")]
-        for name in ("default.nnw", "gauss_1.5_3x3.conv"):
-            source = next((d / name for d in directories if (d / name).exists()), None)
-            if source is None:
-                msg = f"cannot find SExtractor's {name} in {[str(d) for d in directories]}"
-                raise FileNotFoundError(msg)
-            shutil.copy(source, self.workdir / name)
-
     def measure(self):
         """Run the pass once; keep the best wall time."""
-        header = self.header
         command = [
             self.executable,
             str(self.image),
@@ -293,18 +276,9 @@ class _SExtractor:
             str(SEXTRACTOR_DIR / "class_star.param"),
             "-CATALOG_NAME",
             "class_star.cat",
-            "-MAG_ZEROPOINT",
-            str(header["MAGZERO"]),
-            "-GAIN",
-            str(header["GAIN"]),
-            "-SATUR_LEVEL",
-            str(header["SATURATE"]),
             "-SEEING_FWHM",
-            str(header.get("PSFFWHM", 0.13)),
-            "-FILTER_NAME",
-            "gauss_1.5_3x3.conv",
-            "-STARNNW_NAME",
-            "default.nnw",
+            str(self.header.get("PSFFWHM", 0.13)),
+            *photometry_options(self.header),
         ]
         with Stopwatch() as watch:
             completed = subprocess.run(command, cwd=self.workdir, capture_output=True, text=True)

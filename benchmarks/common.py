@@ -217,6 +217,11 @@ MAGNITUDE_BINS = (17, 19, 20, 21, 22, 23, 24, 25, 26)
 TRUTH_COLUMNS = ("id", "tile", "ra", "dec", "label", "mag_r", "redshift", "half_light_radius")
 
 
+def point_like(table):
+    """True for true stars and QSOs: what ``p_star`` and a star/galaxy cut call point-like."""
+    return np.isin(np.char.lower(np.asarray(table["label"]).astype(str)), ["star", "qso"])
+
+
 def simulated_sky(directory, *, tiles, size, seed, n_jobs=1, **kwargs):
     """The labelled fields of a simulated sky, rendered into ``directory`` unless it already holds one.
 

@@ -78,6 +78,7 @@ from .common import (
     Stopwatch,
     machine_description,
     model_weights,
+    point_like,
     require_program,
     simulated_sky,
 )
@@ -160,7 +161,8 @@ def find_tools():
     return sextractor, psfex
 
 
-def _tool_version(executable):
+def tool_version(executable):
+    """The first line of ``executable --version`` (its name if it prints nothing)."""
     output = subprocess.run([executable, "--version"], capture_output=True, text=True).stdout
     return output.strip().splitlines()[0] if output.strip() else Path(executable).name
 
@@ -191,6 +193,33 @@ def copy_data_files(workdir, sextractor):
 # --------------------------------------------------------------------------
 
 
+def photometry_options(header):
+    """SExtractor options from the image header (zero point, gain, saturation) and the data files."""
+    return [
+        "-MAG_ZEROPOINT",
+        str(header["MAGZERO"]),
+        "-GAIN",
+        str(header["GAIN"]),
+        "-SATUR_LEVEL",
+        str(header["SATURATE"]),
+        "-FILTER_NAME",
+        FILTER_FILE,
+        "-STARNNW_NAME",
+        NEURAL_NETWORK_FILE,
+    ]
+
+
+def write_plain_image(source, target):
+    """Write the first image of the FITS file ``source`` as the primary HDU of ``target``, as SExtractor reads it.
+
+    Simulated tiles keep their images in (compressed) extensions. Returns the image's header.
+    """
+    with fits.open(source) as hdul:
+        hdu = next(hdu for hdu in hdul if hdu.data is not None)
+        fits.PrimaryHDU(hdu.data, hdu.header).writeto(target, overwrite=True)
+        return hdu.header.copy()
+
+
 def _run(command, cwd):
     """Run a command in ``cwd``; return its wall time in seconds."""
     with Stopwatch() as watch:
@@ -205,24 +234,14 @@ def run_sextractor(image_path, *, sextractor, psfex, weight_path=None):
     """Two SExtractor passes around PSFEx on one image.
 
     ``weight_path``, an inverse-variance map of the image, is given to both
-    passes (``WEIGHT_TYPE MAP_WEIGHT``) when the field has one. The catalogues and the PSF model are written next to ``image_path``.
+    passes (``WEIGHT_TYPE MAP_WEIGHT``) when the field has one. The
+    catalogues and the PSF model are written next to ``image_path``.
     Returns the second-pass catalogue (FITS_LDAC objects table) with the wall
     time of the three runs and the PSF FWHM in its ``meta``.
     """
     workdir, name = image_path.parent, image_path.stem
     header = fits.getheader(image_path)
-    photometry = [
-        "-MAG_ZEROPOINT",
-        str(header["MAGZERO"]),
-        "-GAIN",
-        str(header["GAIN"]),
-        "-SATUR_LEVEL",
-        str(header["SATURATE"]),
-        "-FILTER_NAME",
-        FILTER_FILE,
-        "-STARNNW_NAME",
-        NEURAL_NETWORK_FILE,
-    ]
+    photometry = photometry_options(header)
     if weight_path is not None:
         photometry += ["-WEIGHT_TYPE", "MAP_WEIGHT", "-WEIGHT_IMAGE", str(weight_path)]
     stars_catalog = f"{name}_psfstars.cat"
@@ -295,15 +314,12 @@ def compare_field(field, workdir, *, sextractor, psfex, model):
     image_path = workdir / f"{field.name.replace('/', '_')}_{DETECTION_BAND}.fits"
     image = field.images[DETECTION_BAND]
     # A realistic field gives each band as (image, weight map).
-    image, weight_path = image if isinstance(image, tuple) else (image, None)
-    # SExtractor reads a plain primary image: copy out of (compressed) extensions.
-    for source, target in ((image, image_path), (weight_path, image_path.with_suffix(".weight.fits"))):
-        if source is None:
-            continue
-        with fits.open(source) as hdul:
-            hdu = next(hdu for hdu in hdul if hdu.data is not None)
-            fits.PrimaryHDU(hdu.data, hdu.header).writeto(target, overwrite=True)
-    weight_path = None if weight_path is None else image_path.with_suffix(".weight.fits")
+    image, weight = image if isinstance(image, tuple) else (image, None)
+    write_plain_image(image, image_path)
+    weight_path = None
+    if weight is not None:
+        weight_path = image_path.with_suffix(".weight.fits")
+        write_plain_image(weight, weight_path)
     detections = run_sextractor(image_path, sextractor=sextractor, psfex=psfex, weight_path=weight_path)
     detected, true = match_one_to_one(detections, field.table, MATCH_RADIUS_ARCSEC / PIXEL_SCALE)
 
@@ -733,11 +749,6 @@ from the colours.
 # --------------------------------------------------------------------------
 
 
-def point_like(table):
-    """True for true stars and QSOs: what ``p_star`` and a star/galaxy cut call point-like."""
-    return np.isin(np.char.lower(np.asarray(table["label"]).astype(str)), ["star", "qso"])
-
-
 def simulate_held_out(sky_dir, *, n_tiles, size, seed, realistic=False):
     """Render the held-out tiles once; reuse them when ``sky_dir`` already holds them.
 
@@ -854,8 +865,8 @@ def main(argv=None):
         "mean_psf_fwhm_arcsec": float(np.mean([t["psf_fwhm_arcsec"] for t in timings])),
         "machine": machine_description(),
         "torch_threads": torch.get_num_threads(),
-        "sextractor_version": _tool_version(sextractor),
-        "psfex_version": _tool_version(psfex),
+        "sextractor_version": tool_version(sextractor),
+        "psfex_version": tool_version(psfex),
         "detection_band": DETECTION_BAND,
         "match_radius_arcsec": MATCH_RADIUS_ARCSEC,
         "methods": {name: description for name, _, description in METHODS},

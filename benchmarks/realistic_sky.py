@@ -44,7 +44,15 @@ from astro_stargal import SourceFlag, classify_sources, load_model
 from astro_stargal.evaluation import expected_calibration_error
 from astro_stargal.simulate import AberratedPSF, Realism
 
-from .common import RESULTS_DIR, Stopwatch, machine_description, model_weights, simulated_sky, write_json
+from .common import (
+    RESULTS_DIR,
+    Stopwatch,
+    machine_description,
+    model_weights,
+    point_like,
+    simulated_sky,
+    write_json,
+)
 
 #: Seeds of the held-out skies (never used to train a bundled model).
 REALISTIC_SEED = 20261202
@@ -63,11 +71,6 @@ KEPT = ("id", "tile", "label", "mag_r", "half_light_radius", "x", "y", "system",
 #: Stars this bright, with no other source within `ISOLATION` arcsec, must all be called stars.
 BRIGHT_ISOLATED_STAR_LIMIT = 22.0
 ISOLATION = 1.0
-
-
-def point_like(table):
-    """True for stars and QSOs (what ``p_star`` means)."""
-    return np.isin(np.char.lower(np.asarray(table["label"]).astype(str)), ["star", "qso"])
 
 
 def classify_sky(fields, model, *, offset=0.0, seed=0):
